@@ -1,0 +1,230 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+
+/** A key-encryption key of the vault, named by its kid (the first one is primary). */
+export interface KeyEntry {
+  readonly kid: string;
+  readonly key: Buffer;
+}
+
+export interface OidcUpstreamConfig {
+  readonly clientId: string;
+  readonly clientSecret: string | undefined;
+  readonly issuer: string;
+}
+
+export interface Config {
+  readonly production: boolean;
+  readonly port: number;
+  readonly host: string;
+  /** External origin, no trailing slash. The issuer is exactly this string. */
+  readonly publicUrl: string;
+  /** The one protected resource: `${publicUrl}/mcp`. */
+  readonly resourceUrl: string;
+  readonly databasePath: string;
+  readonly encryptionKeys: readonly KeyEntry[];
+  readonly cookieSecrets: readonly string[];
+  readonly accessTokenTtl: number;
+  readonly trustProxy: boolean;
+  readonly logLevel: string;
+  readonly demoLogin: boolean;
+  readonly upstreams: {
+    readonly entra?: OidcUpstreamConfig & { readonly tenantId: string; readonly allowedTenants: readonly string[] };
+    readonly google?: OidcUpstreamConfig & { readonly allowedDomains: readonly string[] };
+    readonly ownerrez?: {
+      readonly clientId: string;
+      readonly clientSecret: string | undefined;
+      readonly authorizeUrl: string;
+      readonly apiUrl: string;
+    };
+  };
+  /**
+   * > WARNING: lets Client ID Metadata Document fetches reach loopback and private addresses and
+   * > plain http. Only tests that host a metadata document on 127.0.0.1 set it; refused in production.
+   */
+  readonly dangerouslyAllowPrivateClientMetadataFetch: boolean;
+}
+
+/** Thrown when the environment cannot produce a valid configuration; the message names the variable. */
+export class ConfigError extends Error {
+  constructor(variable: string, problem: string) {
+    super(`${variable}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Parses the environment once into a frozen, typed configuration. The only reader of `process.env`
+ * is `server.ts`, which passes it here; a `.env` file is merged in by the caller.
+ * `warn` receives the loud development-only notices (generated secrets, demo login).
+ */
+export function loadConfig(env: Env, warn: (message: string) => void = console.warn): Config {
+  const production = env.NODE_ENV === 'production';
+  const port = parseInteger(env, 'PORT', 3000, 0, 65535);
+  const publicUrl = parseOrigin(env, 'PUBLIC_URL', `http://localhost:${port}`);
+  const databasePath = resolve(env.DATABASE_PATH || './data/gatehouse.db');
+  const upstreams = parseUpstreams(env);
+  const anyUpstream = Boolean(upstreams.entra || upstreams.google || upstreams.ownerrez);
+
+  const demoLogin = parseBoolean(env, 'DEMO_LOGIN', !anyUpstream && !production);
+  if (demoLogin && production) throw new ConfigError('DEMO_LOGIN', 'the demo login is refused when NODE_ENV=production');
+  if (!demoLogin && !anyUpstream) {
+    throw new ConfigError('DEMO_LOGIN', 'no identity provider is enabled: set ENTRA_CLIENT_ID, GOOGLE_CLIENT_ID or OWNERREZ_CLIENT_ID');
+  }
+  const dangerouslyAllowPrivateClientMetadataFetch = parseBoolean(env, 'DANGEROUSLY_ALLOW_PRIVATE_CLIENT_METADATA_FETCH', false);
+  if (dangerouslyAllowPrivateClientMetadataFetch && production) {
+    throw new ConfigError('DANGEROUSLY_ALLOW_PRIVATE_CLIENT_METADATA_FETCH', 'refused when NODE_ENV=production');
+  }
+  const trustProxy = parseBoolean(env, 'TRUST_PROXY', false);
+  if (production && !publicUrl.startsWith('https://')) {
+    throw new ConfigError('PUBLIC_URL', 'must be https:// when NODE_ENV=production');
+  }
+
+  const secrets = resolveSecrets(env, production, dirname(databasePath), warn);
+  if (demoLogin) warn('DEMO_LOGIN is on: anyone can sign in as any email. Configure a real identity provider before exposing Gatehouse.');
+
+  return Object.freeze({
+    production,
+    port,
+    host: env.HOST || '127.0.0.1',
+    publicUrl,
+    resourceUrl: `${publicUrl}/mcp`,
+    databasePath,
+    encryptionKeys: secrets.encryptionKeys,
+    cookieSecrets: secrets.cookieSecrets,
+    accessTokenTtl: parseInteger(env, 'ACCESS_TOKEN_TTL', 900, 60, 86400),
+    trustProxy,
+    logLevel: env.LOG_LEVEL || 'info',
+    demoLogin,
+    upstreams,
+    dangerouslyAllowPrivateClientMetadataFetch,
+  });
+}
+
+function parseUpstreams(env: Env): Config['upstreams'] {
+  const upstreams: { -readonly [K in keyof Config['upstreams']]: Config['upstreams'][K] } = {};
+  if (env.ENTRA_CLIENT_ID) {
+    const tenantId = env.ENTRA_TENANT_ID || 'organizations';
+    upstreams.entra = {
+      clientId: env.ENTRA_CLIENT_ID,
+      clientSecret: env.ENTRA_CLIENT_SECRET,
+      tenantId,
+      allowedTenants: parseList(env.ENTRA_ALLOWED_TENANTS),
+      issuer: parseUpstreamUrl(env, 'ENTRA_ISSUER', `https://login.microsoftonline.com/${tenantId}/v2.0`),
+    };
+  }
+  if (env.GOOGLE_CLIENT_ID) {
+    upstreams.google = {
+      clientId: env.GOOGLE_CLIENT_ID,
+      clientSecret: env.GOOGLE_CLIENT_SECRET,
+      allowedDomains: parseList(env.GOOGLE_ALLOWED_DOMAINS),
+      issuer: parseUpstreamUrl(env, 'GOOGLE_ISSUER', 'https://accounts.google.com'),
+    };
+  }
+  if (env.OWNERREZ_CLIENT_ID) {
+    upstreams.ownerrez = {
+      clientId: env.OWNERREZ_CLIENT_ID,
+      clientSecret: env.OWNERREZ_CLIENT_SECRET,
+      authorizeUrl: parseUpstreamUrl(env, 'OWNERREZ_AUTHORIZE_URL', 'https://app.ownerrez.com/oauth/authorize'),
+      apiUrl: parseUpstreamUrl(env, 'OWNERREZ_API_URL', 'https://api.ownerrez.com'),
+    };
+  }
+  return upstreams;
+}
+
+interface Secrets {
+  encryptionKeys: KeyEntry[];
+  cookieSecrets: string[];
+}
+
+/**
+ * Production requires both secrets from the environment. Development generates them once into the
+ * data folder (mode 0600) and says so loudly, so restarts keep sessions and sealed rows readable.
+ */
+function resolveSecrets(env: Env, production: boolean, dataDir: string, warn: (m: string) => void): Secrets {
+  const keysText = env.ENCRYPTION_KEYS || (env.ENCRYPTION_KEY ? `k0:${env.ENCRYPTION_KEY}` : undefined);
+  const cookieText = env.COOKIE_SECRET;
+  if (production && !keysText) throw new ConfigError('ENCRYPTION_KEY', 'required when NODE_ENV=production (base64 of 32 random bytes)');
+  if (production && !cookieText) throw new ConfigError('COOKIE_SECRET', 'required when NODE_ENV=production');
+
+  let generated: { encryptionKey: string; cookieSecret: string } | undefined;
+  if (!keysText || !cookieText) {
+    const file = join(dataDir, 'dev-secrets.json');
+    if (existsSync(file)) {
+      generated = JSON.parse(readFileSync(file, 'utf8'));
+    } else {
+      generated = { encryptionKey: randomBytes(32).toString('base64'), cookieSecret: randomBytes(32).toString('base64url') };
+      mkdirSync(dataDir, { recursive: true });
+      writeFileSync(file, JSON.stringify(generated), { mode: 0o600 });
+    }
+    warn(`ENCRYPTION_KEY/COOKIE_SECRET not set: using development secrets generated in ${file}. Set both before production.`);
+  }
+  const encryptionKeys = parseKeyring(
+    keysText ? (env.ENCRYPTION_KEYS ? 'ENCRYPTION_KEYS' : 'ENCRYPTION_KEY') : 'ENCRYPTION_KEY',
+    keysText ?? `dev:${generated?.encryptionKey}`,
+  );
+  const cookieSecrets = parseList(cookieText ?? generated?.cookieSecret);
+  if (cookieSecrets.some((secret) => secret.length < 32))
+    throw new ConfigError('COOKIE_SECRET', 'each secret must be at least 32 characters');
+  return { encryptionKeys, cookieSecrets };
+}
+
+function parseKeyring(variable: string, text: string): KeyEntry[] {
+  const entries = parseList(text).map((item) => {
+    const colon = item.indexOf(':');
+    if (colon < 1) throw new ConfigError(variable, 'expected kid:base64key entries separated by commas');
+    const kid = item.slice(0, colon);
+    const key = Buffer.from(item.slice(colon + 1), 'base64');
+    if (!/^[A-Za-z0-9_-]{1,32}$/.test(kid)) throw new ConfigError(variable, `kid "${kid}" must be 1-32 of A-Z a-z 0-9 _ -`);
+    if (key.length !== 32) throw new ConfigError(variable, `key "${kid}" must be base64 of exactly 32 bytes`);
+    return { kid, key };
+  });
+  if (entries.length === 0) throw new ConfigError(variable, 'no key given');
+  if (new Set(entries.map((entry) => entry.kid)).size !== entries.length) throw new ConfigError(variable, 'duplicate kid');
+  return entries;
+}
+
+function parseList(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
+}
+
+function parseBoolean(env: Env, name: string, fallback: boolean): boolean {
+  const value = env[name];
+  if (value === undefined || value === '') return fallback;
+  if (/^(1|true|yes|on)$/i.test(value)) return true;
+  if (/^(0|false|no|off)$/i.test(value)) return false;
+  throw new ConfigError(name, `expected true or false, got "${value}"`);
+}
+
+function parseInteger(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const value = env[name];
+  if (value === undefined || value === '') return fallback;
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < min || number > max) throw new ConfigError(name, `expected an integer from ${min} to ${max}`);
+  return number;
+}
+
+function parseOrigin(env: Env, name: string, fallback: string): string {
+  const url = URL.parse(env[name] || fallback);
+  if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) throw new ConfigError(name, 'expected an http(s) URL');
+  if (url.pathname !== '/' || url.search || url.hash || url.username)
+    throw new ConfigError(name, 'expected an origin with no path, query or credentials');
+  return url.origin;
+}
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** `http://` is accepted only for loopback hosts (local fakes in tests); everything else must be https. */
+function parseUpstreamUrl(env: Env, name: string, fallback: string): string {
+  const url = URL.parse(env[name] || fallback);
+  if (!url) throw new ConfigError(name, 'expected a URL');
+  if (url.protocol === 'https:') return url.href.replace(/\/$/, '');
+  if (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname)) return url.href.replace(/\/$/, '');
+  throw new ConfigError(name, 'must be https:// (http:// only for loopback hosts)');
+}
