@@ -1,0 +1,87 @@
+import cors from '@fastify/cors';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Config } from './config.ts';
+import { corsPolicy } from './cors.ts';
+import { openDatabase } from './db/index.ts';
+import { errorHandler } from './error-handler.ts';
+import { loggerOptions } from './logging.ts';
+import { loginRoutes } from './login/routes.ts';
+import { createViews } from './login/views.ts';
+import { createOriginCheck } from './mcp/origin.ts';
+import { mcpRoutes } from './mcp/routes.ts';
+import { createMcpServer } from './mcp/server.ts';
+import { createAdapterFactory, purgeExpired } from './oauth/adapter.ts';
+import { loadSigningKeys } from './oauth/keys.ts';
+import { createProvider } from './oauth/provider.ts';
+import { createReplayHooks } from './oauth/replay-policy.ts';
+import { oauthRoutes } from './oauth/routes.ts';
+import { resourceScopeNames } from './oauth/scopes.ts';
+import { createAccountStore } from './upstream/accounts.ts';
+import { createUpstreams } from './upstream/registry.ts';
+import { createVault } from './upstream/vault.ts';
+
+export interface AppOverrides {
+  /** See `ProviderOptions.dangerouslyFetchClientMetadata`; refused in production. */
+  dangerouslyFetchClientMetadata?: typeof fetch;
+  /** Where log lines go (tests capture them to grep for canaries). */
+  logStream?: NodeJS.WritableStream;
+}
+
+/** Builds the whole app without listening. Read this first: every route group is registered here, in order. */
+export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<FastifyInstance> {
+  if (overrides.dangerouslyFetchClientMetadata && config.production)
+    throw new Error('dangerouslyFetchClientMetadata is refused in production');
+  const app = Fastify({ logger: loggerOptions(config, overrides.logStream), trustProxy: config.trustProxy, bodyLimit: 64 * 1024 });
+  const storage = openDatabase(config.databasePath);
+  const vault = createVault(config.encryptionKeys);
+  const accounts = createAccountStore(storage.db, vault);
+  const views = createViews();
+  const upstreams = createUpstreams(config);
+  const provider = createProvider({
+    config,
+    adapter: createAdapterFactory(storage.sqlite, vault, createReplayHooks(storage.sqlite)),
+    jwks: loadSigningKeys(storage.db, vault),
+    findAccount: async (_ctx, sub) => (accounts.findAccount(sub) ? { accountId: sub, claims: async () => ({ sub }) } : undefined),
+    renderErrorPage: (title, message) => views.error({ title, message }),
+    ...(overrides.dangerouslyFetchClientMetadata ? { dangerouslyFetchClientMetadata: overrides.dangerouslyFetchClientMetadata } : {}),
+  });
+  const bearer = {
+    provider,
+    resourceUrl: config.resourceUrl,
+    resourceMetadataUrl: `${config.publicUrl}/.well-known/oauth-protected-resource/mcp`,
+    requiredScopes: resourceScopeNames,
+  };
+
+  const isAllowedOrigin = createOriginCheck(config.publicUrl, []);
+
+  await app.register(errorHandler); // OAuthError → RFC 6749 body; opaque 500s
+  await app.register(cors, corsPolicy(isAllowedOrigin)); // CORS for metadata, /register, /token, /revoke, /mcp; none for pages
+  await app.register(oauthRoutes, { provider, resourceUrl: config.resourceUrl, registrationsPerMinute: 60 }); // discovery, /authorize, /token, /register, /revoke, /introspect, /jwks
+  await app.register(loginRoutes, {
+    provider,
+    db: storage.db,
+    vault,
+    views,
+    accounts,
+    ...upstreams,
+    publicUrl: config.publicUrl,
+    resourceUrl: config.resourceUrl,
+    cookieSecrets: config.cookieSecrets,
+  }); // consent, upstream callback, demo sign-in
+  await app.register(mcpRoutes, {
+    bearer,
+    issuer: config.publicUrl,
+    scopesSupported: resourceScopeNames,
+    isAllowedOrigin,
+    createServer: () => createMcpServer({ accounts, version: '0.1.0' }),
+  }); // PRM, bearer gate, /mcp
+  app.get('/healthz', async () => ({ status: 'ok' })); // container healthcheck
+
+  const purge = setInterval(() => purgeExpired(storage.sqlite), 10 * 60_000);
+  purge.unref();
+  app.addHook('onClose', async () => {
+    clearInterval(purge);
+    storage.close();
+  });
+  return app;
+}

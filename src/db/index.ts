@@ -1,0 +1,35 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+import { type BetterSQLite3Database, drizzle } from 'drizzle-orm/better-sqlite3';
+import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
+import * as schema from './schema.ts';
+
+export type Db = BetterSQLite3Database<typeof schema>;
+
+export interface Storage {
+  /** The drizzle handle for typed queries. */
+  readonly db: Db;
+  /** The raw connection, for prepared statements on hot paths (the oidc-provider adapter). */
+  readonly sqlite: Database.Database;
+  close(): void;
+}
+
+const migrationsFolder = resolve(import.meta.dirname, '../../drizzle');
+
+/**
+ * Opens (creating if needed) the SQLite file and applies the drizzle-kit migrations in `drizzle/`.
+ * WAL lets readers run beside the writer; `synchronous=FULL` because a lost token write after an
+ * acknowledged response would let a consumed code or refresh token be replayed after a crash.
+ */
+export function openDatabase(path: string): Storage {
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+  const sqlite = new Database(path);
+  sqlite.pragma('journal_mode = WAL');
+  sqlite.pragma('synchronous = FULL');
+  sqlite.pragma('busy_timeout = 5000');
+  sqlite.pragma('foreign_keys = ON');
+  const db = drizzle(sqlite, { schema });
+  migrate(db, { migrationsFolder });
+  return { db, sqlite, close: () => sqlite.close() };
+}

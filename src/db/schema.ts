@@ -1,0 +1,80 @@
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+
+/**
+ * Every oidc-provider artifact (tokens, codes, sessions, interactions, grants, clients). The raw id
+ * is never stored: `id_hash` is sha256(id), and so are the grant id and the session uid, so a copy of
+ * this table cannot be replayed. Payloads of models that carry secrets (Client) are sealed by the vault.
+ */
+export const oidcModels = sqliteTable(
+  'oidc_models',
+  {
+    model: text('model').notNull(),
+    idHash: text('id_hash').notNull(),
+    grantIdHash: text('grant_id_hash'),
+    uidHash: text('uid_hash'),
+    payload: text('payload').notNull(),
+    expiresAt: integer('expires_at'),
+    consumedAt: integer('consumed_at'),
+  },
+  (table) => [
+    primaryKey({ columns: [table.model, table.idHash] }),
+    index('oidc_models_grant').on(table.grantIdHash),
+    index('oidc_models_uid').on(table.uidHash),
+    index('oidc_models_expires').on(table.expiresAt),
+  ],
+);
+
+/** A Gatehouse user. Created at first login from (provider, upstream subject); never merged by email. */
+export const accounts = sqliteTable('accounts', {
+  id: text('id').primaryKey(),
+  createdAt: integer('created_at').notNull(),
+});
+
+/**
+ * One upstream account linked to a Gatehouse account, with its tokens sealed by the vault
+ * (AAD = `upstream_account:<id>`). Identity fields are what the upstream said at login.
+ */
+export const upstreamAccounts = sqliteTable(
+  'upstream_accounts',
+  {
+    id: text('id').primaryKey(),
+    accountId: text('account_id')
+      .notNull()
+      .references(() => accounts.id, { onDelete: 'cascade' }),
+    provider: text('provider').notNull(),
+    subject: text('subject').notNull(),
+    email: text('email'),
+    name: text('name'),
+    sealedTokens: text('sealed_tokens').notNull(),
+    tokenExpiresAt: integer('token_expires_at'),
+    status: text('status', { enum: ['ok', 'dead'] })
+      .notNull()
+      .default('ok'),
+    createdAt: integer('created_at').notNull(),
+    updatedAt: integer('updated_at').notNull(),
+  },
+  (table) => [
+    uniqueIndex('upstream_accounts_subject').on(table.provider, table.subject),
+    index('upstream_accounts_account').on(table.accountId),
+  ],
+);
+
+/**
+ * An upstream login in flight: created when the user approves a client on our consent page, consumed
+ * once at `/upstream/:provider/callback`. `state_hash` is sha256(state); PKCE verifier and nonce are sealed.
+ */
+export const upstreamLogins = sqliteTable('upstream_logins', {
+  stateHash: text('state_hash').primaryKey(),
+  provider: text('provider').notNull(),
+  interactionUid: text('interaction_uid').notNull(),
+  browserHash: text('browser_hash').notNull(),
+  sealed: text('sealed').notNull(),
+  expiresAt: integer('expires_at').notNull(),
+});
+
+/** Server secrets generated on first start (the JWKS for ID tokens), sealed by the vault (AAD = `server_secret:<name>`). */
+export const serverSecrets = sqliteTable('server_secrets', {
+  name: text('name').primaryKey(),
+  sealed: text('sealed').notNull(),
+  createdAt: integer('created_at').notNull(),
+});

@@ -1,0 +1,250 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import cookie from '@fastify/cookie';
+import csrf from '@fastify/csrf-protection';
+import formbody from '@fastify/formbody';
+import helmet from '@fastify/helmet';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Provider } from 'oidc-provider';
+import type { Db } from '../db/index.ts';
+import type { AccountStore } from '../upstream/accounts.ts';
+import type { DemoProvider } from '../upstream/demo.ts';
+import { UpstreamLoginError, type UpstreamProvider } from '../upstream/types.ts';
+import type { Vault } from '../upstream/vault.ts';
+import { completeAuthorization, describeClient, restartUrl } from './consent.ts';
+import { finishUpstreamLogin, startUpstreamLogin } from './upstream-state.ts';
+import type { Views } from './views.ts';
+
+export interface LoginRoutesOptions {
+  provider: Provider;
+  db: Db;
+  vault: Vault;
+  views: Views;
+  accounts: AccountStore;
+  upstreams: ReadonlyMap<string, UpstreamProvider>;
+  demo: DemoProvider | undefined;
+  publicUrl: string;
+  resourceUrl: string;
+  cookieSecrets: readonly string[];
+}
+
+/** The consent page's choice for "continue as the account already signed in here". */
+const CURRENT_ACCOUNT = '_current';
+/** Binds an upstream login to the browser that started it; read only at the callback. */
+const BROWSER_COOKIE = 'gatehouse_browser';
+const stylesheet = readFileSync(new URL('../../views/gatehouse.css', import.meta.url));
+
+/**
+ * Interactions: the consent page (with the provider choice) before the browser leaves Gatehouse,
+ * the upstream callback, and the demo sign-in. The only HTML, form bodies and cookies we own.
+ */
+export async function loginRoutes(app: FastifyInstance, options: LoginRoutesOptions): Promise<void> {
+  const { provider, views, upstreams } = options;
+  const secure = options.publicUrl.startsWith('https://');
+  const cookieOptions = { httpOnly: true, sameSite: 'lax', secure, signed: true } as const;
+
+  await app.register(cookie, { secret: [...options.cookieSecrets] });
+  await app.register(formbody, { bodyLimit: 4096 });
+  await app.register(csrf, {
+    cookieOpts: { ...cookieOptions, path: '/' },
+    getToken: (request) => (request.body as { _csrf?: string })?._csrf,
+  });
+  await app.register(helmet, {
+    contentSecurityPolicy: {
+      useDefaults: false,
+      // No form-action: Chrome applies it to the redirect chain after a POST, which ends at the client.
+      directives: {
+        defaultSrc: ["'none'"],
+        styleSrc: ["'self'"],
+        imgSrc: ["'self'", 'data:'],
+        frameAncestors: ["'none'"],
+        baseUri: ["'none'"],
+      },
+    },
+    frameguard: { action: 'deny' },
+    referrerPolicy: { policy: 'no-referrer' },
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    reply.header('cache-control', 'no-store');
+  });
+  app.setErrorHandler((error: Error & { statusCode?: number }, request, reply) => {
+    const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
+    if (status === 500) request.log.error({ err: error }, 'login request failed');
+    const message =
+      status === 403
+        ? 'This form expired or was not sent from this page. Go back to your app and try again.'
+        : 'The request could not be processed.';
+    return sendPage(reply, status, views.error({ title: status === 500 ? 'Something went wrong' : 'Request refused', message }));
+  });
+
+  const errorPage = (reply: FastifyReply, status: number, message: string, startAgainUrl?: string) =>
+    sendPage(reply, status, views.error({ title: 'Sign-in could not continue', message, ...(startAgainUrl ? { startAgainUrl } : {}) }));
+
+  /** The interaction the cookie names, if it is the one in the URL. */
+  const loadInteraction = async (request: FastifyRequest<{ Params: { uid: string } }>, reply: FastifyReply) => {
+    try {
+      const interaction = await provider.interactionDetails(request.raw, reply.raw);
+      return interaction.uid === request.params.uid ? interaction : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const expired = 'This sign-in page has expired or was opened in another browser. Go back to your app and connect again.';
+
+  app.get('/assets/gatehouse.css', (_request, reply) =>
+    reply.type('text/css').header('cache-control', 'public, max-age=3600').send(stylesheet),
+  );
+
+  app.get<{ Params: { uid: string } }>('/interaction/:uid', async (request, reply) => {
+    const interaction = await loadInteraction(request, reply);
+    if (!interaction) return errorPage(reply, 400, expired);
+    const signedIn = interaction.session?.accountId ? options.accounts.findAccount(interaction.session.accountId) : undefined;
+    const current = signedIn?.upstream[0];
+    const providers = [
+      ...(signedIn && current ? [{ id: CURRENT_ACCOUNT, label: `your current account (${current.email ?? current.subject})` }] : []),
+      ...[...upstreams.values()].map(({ id, label }) => ({ id, label })),
+    ];
+    const uid = encodeURIComponent(interaction.uid);
+    const view = {
+      ...(await describeClient(provider, interaction)),
+      providers,
+      action: `/interaction/${uid}/approve`,
+      cancelAction: `/interaction/${uid}/cancel`,
+      csrfToken: reply.generateCsrf(),
+    };
+    return sendPage(reply, 200, views.consent(view));
+  });
+
+  app.post<{ Params: { uid: string }; Body: { provider?: string } }>(
+    '/interaction/:uid/approve',
+    { preHandler: app.csrfProtection },
+    async (request, reply) => {
+      const interaction = await loadInteraction(request, reply);
+      if (!interaction) return errorPage(reply, 400, expired);
+      const choice = String(request.body?.provider ?? '');
+      const signedInAccountId = interaction.session?.accountId;
+      if (choice === CURRENT_ACCOUNT && signedInAccountId) {
+        const returnTo = await completeAuthorization(provider, interaction.uid, signedInAccountId, options.resourceUrl);
+        return returnTo ? reply.redirect(returnTo, 303) : errorPage(reply, 400, expired);
+      }
+      const upstream = upstreams.get(choice);
+      if (!upstream) return errorPage(reply, 400, 'Choose one of the sign-in options on the previous page.', restartUrl(interaction));
+      let browserId = unsignCookie(request, BROWSER_COOKIE);
+      if (!browserId) {
+        browserId = randomBytes(32).toString('base64url');
+        reply.setCookie(BROWSER_COOKIE, browserId, { ...cookieOptions, path: '/upstream' });
+      }
+      const redirectUri = new URL(`/upstream/${upstream.id}/callback`, options.publicUrl).href;
+      const { request: login } = startUpstreamLogin(options.db, options.vault, {
+        provider: upstream.id,
+        interactionUid: interaction.uid,
+        browserId,
+        redirectUri,
+      });
+      return reply.redirect((await upstream.startLogin(login)).href, 303);
+    },
+  );
+
+  app.post<{ Params: { uid: string } }>('/interaction/:uid/cancel', { preHandler: app.csrfProtection }, async (request, reply) => {
+    if (!(await loadInteraction(request, reply))) return errorPage(reply, 400, expired);
+    // Phase 2 of the two-phase rule: client and redirect URI are trusted now, so the error goes back to the client.
+    reply.hijack();
+    await provider.interactionFinished(
+      request.raw,
+      reply.raw,
+      { error: 'access_denied', error_description: 'the user declined' },
+      { mergeWithLastSubmission: false },
+    );
+  });
+
+  app.get<{ Params: { provider: string }; Querystring: Record<string, string | undefined> }>(
+    '/upstream/:provider/callback',
+    async (request, reply) => {
+      const upstream = upstreams.get(request.params.provider);
+      const { state, error } = request.query;
+      if (!upstream || typeof state !== 'string' || !state)
+        return errorPage(reply, 400, 'This sign-in link is incomplete. Go back to your app and connect again.');
+      const redirectUri = new URL(`/upstream/${upstream.id}/callback`, options.publicUrl).href;
+      let pending: ReturnType<typeof finishUpstreamLogin>;
+      try {
+        pending = finishUpstreamLogin(options.db, options.vault, {
+          provider: upstream.id,
+          state,
+          browserId: unsignCookie(request, BROWSER_COOKIE),
+          redirectUri,
+        });
+      } catch (cause) {
+        if (cause instanceof UpstreamLoginError) return errorPage(reply, 400, `${cause.message} Go back to your app and connect again.`);
+        throw cause;
+      }
+      const interaction = await provider.Interaction.find(pending.interactionUid);
+      if (!interaction) return errorPage(reply, 400, expired);
+      const startAgain = restartUrl(interaction);
+      if (typeof error === 'string')
+        return errorPage(reply, 400, `${upstream.label} did not sign you in (${error.slice(0, 64)}).`, startAgain);
+
+      let login: Awaited<ReturnType<UpstreamProvider['finishLogin']>>;
+      try {
+        login = await upstream.finishLogin(new URL(request.url, options.publicUrl), pending.request);
+      } catch (cause) {
+        if (cause instanceof UpstreamLoginError) return errorPage(reply, 400, cause.message, startAgain);
+        request.log.warn({ provider: upstream.id, error: cause instanceof Error ? cause.name : 'unknown' }, 'upstream login failed');
+        return errorPage(reply, 502, `${upstream.label} could not be reached or gave an answer Gatehouse did not understand.`, startAgain);
+      }
+      const accountId = options.accounts.recordUpstreamLogin({
+        provider: upstream.id,
+        ...login,
+        signedInAccountId: interaction.session?.accountId,
+      });
+      const returnTo = await completeAuthorization(provider, interaction.uid, accountId, options.resourceUrl);
+      return returnTo ? reply.redirect(returnTo, 303) : errorPage(reply, 400, expired);
+    },
+  );
+
+  if (options.demo) registerDemoLogin(app, options.demo, views);
+}
+
+/** The embedded demo identity provider's sign-in page (DEMO_LOGIN; refused in production by config). */
+function registerDemoLogin(app: FastifyInstance, demo: DemoProvider, views: Views): void {
+  app.get<{ Querystring: { state?: string } }>('/upstream/demo/login', (request, reply) => {
+    const state = String(request.query.state ?? '');
+    const action = `/upstream/demo/login?state=${encodeURIComponent(state)}`;
+    return sendPage(reply, 200, views.demoLogin({ action, csrfToken: reply.generateCsrf() }));
+  });
+  app.post<{ Querystring: { state?: string }; Body: { email?: string; name?: string } }>(
+    '/upstream/demo/login',
+    { preHandler: app.csrfProtection },
+    (request, reply) => {
+      const state = String(request.query.state ?? '');
+      const email = String(request.body?.email ?? '').trim();
+      const name = String(request.body?.name ?? '').trim();
+      if (!/^[^\s@]{1,64}@[^\s@]{1,190}\.[^\s@]{2,63}$/.test(email) || name.length > 100 || !state) {
+        const action = `/upstream/demo/login?state=${encodeURIComponent(state)}`;
+        return sendPage(
+          reply,
+          400,
+          views.demoLogin({
+            action,
+            csrfToken: reply.generateCsrf(),
+            email,
+            name,
+            error: 'Enter a valid email address (and a name of at most 100 characters).',
+          }),
+        );
+      }
+      const code = demo.issueCode(state, email, name);
+      return reply.redirect(`/upstream/demo/callback?code=${encodeURIComponent(code)}&state=${encodeURIComponent(state)}`, 303);
+    },
+  );
+}
+
+function sendPage(reply: FastifyReply, status: number, html: string): FastifyReply {
+  return reply.code(status).type('text/html; charset=utf-8').send(html);
+}
+
+function unsignCookie(request: FastifyRequest, name: string): string | undefined {
+  const raw = request.cookies[name];
+  if (!raw) return undefined;
+  const result = request.unsignCookie(raw);
+  return result.valid && result.value ? result.value : undefined;
+}

@@ -1,0 +1,64 @@
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
+import type { Provider } from 'oidc-provider';
+import { OAuthError } from '../errors.ts';
+
+export interface BearerOptions {
+  provider: Provider;
+  resourceUrl: string;
+  /** `${PUBLIC_URL}/.well-known/oauth-protected-resource/mcp`, named in every challenge (RFC 9728 §5.1). */
+  resourceMetadataUrl: string;
+  /** Scopes every MCP request needs; named in the challenge so the client asks for them. */
+  requiredScopes: readonly string[];
+}
+
+/** oidc-provider's opaque tokens are 43 base64url characters; anything else is refused before a lookup. */
+const OPAQUE_TOKEN = /^[A-Za-z0-9_-]{20,128}$/;
+
+/** The `WWW-Authenticate` value for a 401/403 (RFC 6750 §3, RFC 9728 §5.1). */
+export function bearerChallenge(options: BearerOptions, error?: { code: string; description: string; scope?: readonly string[] }): string {
+  const params = [`resource_metadata="${options.resourceMetadataUrl}"`, `scope="${(error?.scope ?? options.requiredScopes).join(' ')}"`];
+  if (error) params.unshift(`error="${error.code}"`, `error_description="${error.description}"`);
+  return `Bearer ${params.join(', ')}`;
+}
+
+function unauthorized(options: BearerOptions, description?: string): OAuthError {
+  const challenge = description ? bearerChallenge(options, { code: 'invalid_token', description }) : bearerChallenge(options);
+  return new OAuthError(description ? 'invalid_token' : 'invalid_request', description ?? 'an access token is required', 401, {
+    'www-authenticate': challenge,
+  });
+}
+
+/**
+ * Decides whether an `Authorization` header carries a live access token issued for this resource
+ * (RFC 8707 audience), with the scopes MCP needs. Returns the SDK's AuthInfo or throws an OAuthError
+ * whose headers carry the challenge. Tokens in the query string never reach here (RFC 9700 §2.5).
+ */
+export async function verifyBearer(header: string | undefined, options: BearerOptions): Promise<AuthInfo> {
+  if (!header) throw unauthorized(options);
+  const match = /^Bearer +([^ ]+)$/i.exec(header);
+  if (!match) throw unauthorized(options, 'the Authorization header is not a Bearer token');
+  const token = match[1] as string;
+  if (!OPAQUE_TOKEN.test(token)) throw unauthorized(options, 'the access token is malformed');
+
+  const accessToken = await options.provider.AccessToken.find(token);
+  if (!accessToken || accessToken.isExpired) throw unauthorized(options, 'the access token is expired, revoked or unknown');
+  if (accessToken.aud !== options.resourceUrl) throw unauthorized(options, 'the access token was issued for another resource');
+  if (!accessToken.accountId) throw unauthorized(options, 'the access token has no user');
+
+  const scopes = [...accessToken.scopes];
+  const missing = options.requiredScopes.filter((scope) => !scopes.includes(scope));
+  if (missing.length > 0) {
+    const description = 'the access token lacks a required scope';
+    throw new OAuthError('insufficient_scope', description, 403, {
+      'www-authenticate': bearerChallenge(options, { code: 'insufficient_scope', description, scope: options.requiredScopes }),
+    });
+  }
+  return {
+    token,
+    clientId: accessToken.clientId as string,
+    scopes,
+    ...(accessToken.exp ? { expiresAt: accessToken.exp } : {}),
+    resource: new URL(options.resourceUrl),
+    extra: { accountId: accessToken.accountId, grantId: accessToken.grantId },
+  };
+}

@@ -1,0 +1,170 @@
+import { createHash } from 'node:crypto';
+import type Database from 'better-sqlite3';
+import type { Adapter, AdapterFactory, AdapterPayload } from 'oidc-provider';
+
+/** Seals payloads of models that embed a secret (a client secret, the session id inside an Interaction). */
+export interface PayloadSealer {
+  sealJson(aad: string, value: unknown): string;
+  openJson<T>(aad: string, sealed: string): T;
+}
+
+/** What to do when a consumed code or refresh token is presented again (see `replay-policy.ts`). */
+export type ReplayDecision = 'reuse' | 'hide' | 'allow';
+
+export interface ReplayHooks {
+  /** A consumed artifact was found. `supersededAt` is when a later artifact of the same grant was consumed, if any. */
+  onConsumedFind(model: string, payload: AdapterPayload, consumedAt: number, supersededAt: number | undefined): ReplayDecision;
+  /** `consume` lost a race to another request; return true to let this one through anyway. */
+  onConsumeRace(model: string, payload: AdapterPayload, consumedAt: number, supersededAt: number | undefined): boolean;
+  /** Raised when a consume race is lost and not forgiven; must be an oidc-provider error (invalid_grant). */
+  raceError(): Error;
+}
+
+/** Models whose payload is sealed rather than stored as plain JSON. */
+const SEALED_MODELS = new Set(['Client', 'Interaction']);
+/** Self-registered clients unused for this long are expired (a client that is used slides forward). */
+const CLIENT_IDLE_SECONDS = 90 * 24 * 3600;
+const CLIENT_SLIDE_AFTER_SECONDS = 24 * 3600;
+
+const sha256 = (value: string): string => createHash('sha256').update(value).digest('base64url');
+const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+
+interface Row {
+  payload: string;
+  expires_at: number | null;
+  consumed_at: number | null;
+  grant_id_hash: string | null;
+}
+
+/**
+ * oidc-provider storage on SQLite. Raw ids never reach the database: rows are keyed by sha256(id),
+ * `jti` is stripped from payloads and restored on read, and `consume` is one conditional UPDATE so
+ * two requests racing on one code cannot both win.
+ */
+export function createAdapterFactory(sqlite: Database.Database, sealer: PayloadSealer, hooks: ReplayHooks): AdapterFactory {
+  const statements = {
+    upsert: sqlite.prepare(
+      `INSERT INTO oidc_models (model, id_hash, grant_id_hash, uid_hash, payload, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (model, id_hash) DO UPDATE SET grant_id_hash = excluded.grant_id_hash, uid_hash = excluded.uid_hash,
+       payload = excluded.payload, expires_at = excluded.expires_at`,
+    ),
+    find: sqlite.prepare<[string, string], Row>(
+      'SELECT payload, expires_at, consumed_at, grant_id_hash FROM oidc_models WHERE model = ? AND id_hash = ?',
+    ),
+    findByUid: sqlite.prepare<[string, string], Row & { id_hash: string }>(
+      'SELECT id_hash, payload, expires_at, consumed_at, grant_id_hash FROM oidc_models WHERE model = ? AND uid_hash = ?',
+    ),
+    consume: sqlite.prepare('UPDATE oidc_models SET consumed_at = ? WHERE model = ? AND id_hash = ? AND consumed_at IS NULL'),
+    superseded: sqlite.prepare<[string, string, number], { at: number | null }>(
+      'SELECT MIN(consumed_at) AS at FROM oidc_models WHERE model = ? AND grant_id_hash = ? AND consumed_at > ?',
+    ),
+    slide: sqlite.prepare('UPDATE oidc_models SET expires_at = ? WHERE model = ? AND id_hash = ?'),
+    destroy: sqlite.prepare('DELETE FROM oidc_models WHERE model = ? AND id_hash = ?'),
+    revokeByGrant: sqlite.prepare('DELETE FROM oidc_models WHERE model = ? AND grant_id_hash = ?'),
+  };
+
+  return (model: string): Adapter => {
+    const sealed = SEALED_MODELS.has(model);
+
+    const decode = (id: string, idHash: string, row: Row): AdapterPayload | undefined => {
+      if (row.expires_at !== null && row.expires_at <= nowSeconds() && model !== 'RefreshToken' && model !== 'AuthorizationCode') {
+        return undefined;
+      }
+      const aad = `oidc:${model}:${idHash}`;
+      const payload: AdapterPayload = sealed ? sealer.openJson(aad, row.payload) : JSON.parse(row.payload);
+      payload.jti = id;
+      if (row.consumed_at !== null) payload.consumed = Math.floor(row.consumed_at / 1000);
+      return payload;
+    };
+
+    const supersededAt = (row: Row, consumedAt: number): number | undefined =>
+      row.grant_id_hash === null ? undefined : (statements.superseded.get(model, row.grant_id_hash, consumedAt)?.at ?? undefined);
+
+    return {
+      async upsert(id, payload, expiresIn) {
+        const idHash = sha256(id);
+        const { jti: _jti, consumed: _consumed, ...rest } = payload;
+        const grantIdHash = model === 'Grant' ? idHash : payload.grantId ? sha256(payload.grantId) : null;
+        const uidHash = model === 'Session' && payload.uid ? sha256(payload.uid) : null;
+        const text = sealed ? sealer.sealJson(`oidc:${model}:${idHash}`, rest) : JSON.stringify(rest);
+        const ttl = expiresIn ?? (model === 'Client' ? CLIENT_IDLE_SECONDS : undefined);
+        statements.upsert.run(model, idHash, grantIdHash, uidHash, text, ttl ? nowSeconds() + ttl : null);
+      },
+
+      async find(id) {
+        const idHash = sha256(id);
+        const row = statements.find.get(model, idHash);
+        if (!row) return undefined;
+        const payload = decode(id, idHash, row);
+        if (!payload) return undefined;
+        if (
+          model === 'Client' &&
+          row.expires_at !== null &&
+          row.expires_at - nowSeconds() < CLIENT_IDLE_SECONDS - CLIENT_SLIDE_AFTER_SECONDS
+        ) {
+          statements.slide.run(nowSeconds() + CLIENT_IDLE_SECONDS, model, idHash);
+        }
+        if (row.consumed_at === null) return payload;
+        const decision = hooks.onConsumedFind(model, payload, row.consumed_at, supersededAt(row, row.consumed_at));
+        if (decision === 'hide') return undefined;
+        if (decision === 'allow') delete payload.consumed;
+        return payload;
+      },
+
+      async findByUid(uid) {
+        const row = statements.findByUid.get(model, sha256(uid));
+        if (!row) return undefined;
+        // The session id is needed to answer, but only its hash is stored: callers of findByUid
+        // (session lookup by uid) get the payload without `jti`, which they do not use.
+        const payload = decode('', row.id_hash, row);
+        if (payload) delete payload.jti;
+        return payload;
+      },
+
+      async findByUserCode() {
+        // Device flow is disabled; there are no user codes.
+        return undefined;
+      },
+
+      async consume(id) {
+        const idHash = sha256(id);
+        const now = Date.now();
+        if (statements.consume.run(now, model, idHash).changes === 1) return;
+        const row = statements.find.get(model, idHash);
+        const payload = row ? decode(id, idHash, row) : undefined;
+        if (
+          row?.consumed_at != null &&
+          payload &&
+          hooks.onConsumeRace(model, payload, row.consumed_at, supersededAt(row, row.consumed_at))
+        ) {
+          return;
+        }
+        throw hooks.raceError();
+      },
+
+      async destroy(id) {
+        statements.destroy.run(model, sha256(id));
+      },
+
+      async revokeByGrantId(grantId) {
+        statements.revokeByGrant.run(model, sha256(grantId));
+      },
+    };
+  };
+}
+
+/** Deletes every artifact of one grant across all models (used when a replay proves a leak). */
+export function revokeGrantEverywhere(sqlite: Database.Database, grantId: string): void {
+  sqlite.prepare('DELETE FROM oidc_models WHERE grant_id_hash = ?').run(sha256(grantId));
+}
+
+/** Deletes expired artifacts and idle clients. Refresh tokens and codes are kept a day past expiry for reuse detection. */
+export function purgeExpired(sqlite: Database.Database): number {
+  const now = nowSeconds();
+  return sqlite
+    .prepare(
+      `DELETE FROM oidc_models WHERE expires_at IS NOT NULL AND (
+         (model IN ('RefreshToken', 'AuthorizationCode') AND expires_at < ?) OR (model NOT IN ('RefreshToken', 'AuthorizationCode') AND expires_at < ?))`,
+    )
+    .run(now - 86400, now).changes;
+}

@@ -1,0 +1,98 @@
+import rateLimit from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Provider } from 'oidc-provider';
+import { OAuthError } from '../errors.ts';
+import { hijackReply } from '../http.ts';
+import { isOurResource } from './provider.ts';
+import { sanitizeRegistration } from './registration-policy.ts';
+import { DEFAULT_SCOPE, resourceScopeNames } from './scopes.ts';
+
+export interface OAuthRoutesOptions {
+  provider: Provider;
+  resourceUrl: string;
+  /** DCR requests per minute per client IP; shared egress IPs (claude.ai, ChatGPT) stay well below it. */
+  registrationsPerMinute: number;
+}
+
+/** Paths oidc-provider serves. `:rest` covers `/authorize/:uid` (resume) and `/register/:clientId`. */
+const PROVIDER_PATHS = [
+  '/.well-known/oauth-authorization-server',
+  '/.well-known/openid-configuration',
+  '/authorize',
+  '/authorize/:uid',
+  '/token',
+  '/register/:clientId',
+  '/revoke',
+  '/introspect',
+  '/jwks',
+];
+
+const REGISTRATION_BODY_LIMIT = 16 * 1024;
+
+/**
+ * Mounts oidc-provider. Its paths get the raw request (no content-type parsing: the provider reads
+ * its own bodies), except `POST /register`, whose JSON we parse and sanitise first.
+ */
+export async function oauthRoutes(app: FastifyInstance, options: OAuthRoutesOptions): Promise<void> {
+  const { provider, resourceUrl } = options;
+  const callback = provider.callback();
+
+  const dispatch = (request: FastifyRequest, reply: FastifyReply): void => {
+    void callback(request.raw, hijackReply(reply));
+  };
+
+  app.removeAllContentTypeParsers();
+  // Leave the body stream unread for oidc-provider (a parser that consumed it breaks /token silently).
+  app.addContentTypeParser('*', (_request, _payload, done) => done(null));
+
+  await app.register(rateLimit, { global: false });
+
+  app.get('/authorize', (request, reply) => {
+    request.raw.url = withAuthorizeDefaults(request.raw.url ?? '/authorize', resourceUrl);
+    dispatch(request, reply);
+  });
+  for (const url of PROVIDER_PATHS.filter((path) => path !== '/authorize')) {
+    app.route({ method: ['GET', 'POST', 'PUT', 'DELETE'], url, handler: dispatch });
+  }
+  app.post('/authorize', dispatch);
+
+  app.register(async (registration) => {
+    registration.addContentTypeParser(
+      'application/json',
+      { parseAs: 'string', bodyLimit: REGISTRATION_BODY_LIMIT },
+      (_request, body, done) => {
+        try {
+          done(null, JSON.parse(body as string));
+        } catch {
+          done(new OAuthError('invalid_client_metadata', 'the request body is not valid JSON'));
+        }
+      },
+    );
+    registration.post(
+      '/register',
+      { config: { rateLimit: { max: options.registrationsPerMinute, timeWindow: '1 minute' } } },
+      (request, reply) => {
+        // oidc-provider reads an already-parsed body from req.body (lib/shared/selective_body.js).
+        (request.raw as typeof request.raw & { body?: unknown }).body = sanitizeRegistration(request.body, {
+          supportedScopes: resourceScopeNames,
+        });
+        dispatch(request, reply);
+      },
+    );
+  });
+}
+
+/**
+ * MCP clients send authorization requests without `scope` (ChatGPT on reconnect) or with the resource
+ * spelled slightly differently; both are normalised here so the grant matches the token request.
+ */
+export function withAuthorizeDefaults(rawUrl: string, resourceUrl: string): string {
+  const url = new URL(rawUrl, 'http://gatehouse.invalid');
+  const params = url.searchParams;
+  if (!params.get('scope')?.trim() && params.getAll('scope').length <= 1) params.set('scope', DEFAULT_SCOPE);
+  const resources = params.getAll('resource');
+  if (resources.length === 1 && resources[0] !== resourceUrl && isOurResource(resources[0] as string, resourceUrl)) {
+    params.set('resource', resourceUrl);
+  }
+  return `${url.pathname}${url.search}`;
+}
