@@ -50,7 +50,8 @@ export async function completeAuthorization(
   const requested = String(params.scope ?? '')
     .split(' ')
     .filter(Boolean);
-  const oidcScopes = requested.filter((scope) => OIDC_SCOPES.has(scope));
+  // oidc-provider checks every scope in its `scopes` list as an OIDC scope too, resource scopes included.
+  const oidcScopes = requested.filter((scope) => OIDC_SCOPES.has(scope) || resourceScopeNames.includes(scope));
   const resourceScopes = requested.filter((scope) => resourceScopeNames.includes(scope));
   if (oidcScopes.length > 0) grant.addOIDCScope(oidcScopes.join(' '));
   if (resourceScopes.length > 0) grant.addResourceScope(resourceUrl, resourceScopes.join(' '));
