@@ -12,16 +12,22 @@ export class TestOAuthClient implements OAuthClientProvider {
   verifier = '';
   authorizationUrl: URL | undefined;
 
+  readonly clientMetadata: OAuthClientMetadata;
+  readonly clientMetadataUrl: string | undefined;
+
   constructor(
-    readonly clientMetadata: OAuthClientMetadata = {
+    clientMetadata: OAuthClientMetadata = {
       client_name: 'Flow Test Client',
       redirect_uris: ['http://127.0.0.1:9/callback'],
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'none',
     },
-    readonly clientMetadataUrl?: string,
-  ) {}
+    clientMetadataUrl?: string,
+  ) {
+    this.clientMetadata = clientMetadata;
+    this.clientMetadataUrl = clientMetadataUrl;
+  }
 
   get redirectUrl(): string {
     return String(this.clientMetadata.redirect_uris[0]);
