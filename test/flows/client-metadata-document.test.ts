@@ -1,0 +1,86 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startGatehouse, type TestGatehouse } from '../support/gatehouse.ts';
+import { type HttpsHost, startHttpsHost } from '../support/https-host.ts';
+import { connectWithLogin, TestOAuthClient } from '../support/mcp-client.ts';
+
+const metadata = {
+  client_name: 'Metadata Document Client',
+  redirect_uris: ['http://127.0.0.1:9/callback'],
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  token_endpoint_auth_method: 'none',
+};
+
+describe('Client ID Metadata Documents (URL client_ids)', () => {
+  let host: HttpsHost;
+  let gatehouse: TestGatehouse;
+  beforeAll(async () => {
+    host = await startHttpsHost();
+    // The SSRF guard refuses loopback addresses; only tests lift it, to host the document on 127.0.0.1.
+    gatehouse = await startGatehouse({}, { dangerouslyFetchClientMetadata: host.fetch });
+  });
+  afterAll(async () => {
+    await gatehouse?.close();
+    await host?.close();
+  });
+
+  it('lets the MCP SDK client use its metadata URL as client_id, with no registration, through to whoami', async () => {
+    const clientId = `${host.origin}/oauth/client.json`;
+    host.serve('/oauth/client.json', { client_id: clientId, ...metadata });
+    const oauth = new TestOAuthClient(metadata, clientId);
+    const { client } = await connectWithLogin(gatehouse.url, { oauth, user: { email: 'cimd@example.com', name: 'Cim D' } });
+    expect(oauth.clientInfo?.client_id).toBe(clientId);
+    const result = await client.callTool({ name: 'whoami', arguments: {} });
+    expect(result.structuredContent).toMatchObject({ identities: [{ email: 'cimd@example.com' }] });
+    expect(host.hits('/oauth/client.json')).toBeGreaterThanOrEqual(1);
+    await client.close();
+  });
+
+  it('refuses a document whose client_id differs from its URL', async () => {
+    const clientId = `${host.origin}/oauth/mismatch.json`;
+    host.serve('/oauth/mismatch.json', { ...metadata, client_id: `${host.origin}/oauth/other.json` });
+    const response = await fetch(authorizeUrl(gatehouse.url, clientId, metadata.redirect_uris[0] as string), { redirect: 'manual' });
+    expect(response.status).toBe(400);
+    expect(await response.text()).toContain('invalid_client');
+  });
+
+  it('refuses a redirect_uri that the document does not list', async () => {
+    const clientId = `${host.origin}/oauth/listed.json`;
+    host.serve('/oauth/listed.json', { client_id: clientId, ...metadata });
+    const response = await fetch(authorizeUrl(gatehouse.url, clientId, 'http://127.0.0.1:9/elsewhere'), { redirect: 'manual' });
+    expect(response.status).toBe(400);
+    expect(response.headers.get('location')).toBeNull();
+  });
+
+  it('refuses a document that asks for a shared-secret client authentication', async () => {
+    const clientId = `${host.origin}/oauth/secret.json`;
+    host.serve('/oauth/secret.json', { client_id: clientId, ...metadata, token_endpoint_auth_method: 'client_secret_post' });
+    const response = await fetch(authorizeUrl(gatehouse.url, clientId, metadata.redirect_uris[0] as string), { redirect: 'manual' });
+    expect(response.status).toBe(400);
+  });
+
+  it('never fetches a metadata document from a loopback address without the test-only override (SSRF guard)', async () => {
+    const guarded = await startGatehouse();
+    try {
+      const clientId = `${host.origin}/oauth/guarded.json`;
+      host.serve('/oauth/guarded.json', { client_id: clientId, ...metadata });
+      const response = await fetch(authorizeUrl(guarded.url, clientId, metadata.redirect_uris[0] as string), { redirect: 'manual' });
+      expect(response.status).toBe(400);
+      expect(host.hits('/oauth/guarded.json')).toBe(0);
+    } finally {
+      await guarded.close();
+    }
+  });
+});
+
+function authorizeUrl(origin: string, clientId: string, redirectUri: string): string {
+  const url = new URL('/authorize', origin);
+  url.search = new URLSearchParams({
+    response_type: 'code',
+    client_id: clientId,
+    redirect_uri: redirectUri,
+    code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+    code_challenge_method: 'S256',
+  }).toString();
+  return url.href;
+}
