@@ -43,7 +43,6 @@ CREATE INDEX `upstream_accounts_account` ON `upstream_accounts` (`account_id`);-
 CREATE TABLE `upstream_logins` (
 	`state_hash` text PRIMARY KEY NOT NULL,
 	`provider` text NOT NULL,
-	`interaction_uid` text NOT NULL,
 	`browser_hash` text NOT NULL,
 	`sealed` text NOT NULL,
 	`expires_at` integer NOT NULL

@@ -61,12 +61,11 @@ export const upstreamAccounts = sqliteTable(
 
 /**
  * An upstream login in flight: created when the user approves a client on our consent page, consumed
- * once at `/upstream/:provider/callback`. `state_hash` is sha256(state); PKCE verifier and nonce are sealed.
+ * once at `/upstream/:provider/callback`. `state_hash` is sha256(state); the interaction it resumes, the PKCE verifier and the nonce are sealed.
  */
 export const upstreamLogins = sqliteTable('upstream_logins', {
   stateHash: text('state_hash').primaryKey(),
   provider: text('provider').notNull(),
-  interactionUid: text('interaction_uid').notNull(),
   browserHash: text('browser_hash').notNull(),
   sealed: text('sealed').notNull(),
   expiresAt: integer('expires_at').notNull(),

@@ -32,9 +32,12 @@ export function startUpstreamLogin(
     .values({
       stateHash,
       provider: input.provider,
-      interactionUid: input.interactionUid,
       browserHash: sha256(input.browserId),
-      sealed: vault.sealJson(`upstream_login:${stateHash}`, { codeVerifier: request.codeVerifier, nonce: request.nonce }),
+      sealed: vault.sealJson(`upstream_login:${stateHash}`, {
+        interactionUid: input.interactionUid,
+        codeVerifier: request.codeVerifier,
+        nonce: request.nonce,
+      }),
       expiresAt: Date.now() + STATE_TTL_MS,
     })
     .run();
@@ -59,6 +62,9 @@ export function finishUpstreamLogin(
   if (!input.browserId || sha256(input.browserId) !== row.browserHash) {
     throw new UpstreamLoginError('This sign-in was started in a different browser.');
   }
-  const secrets = vault.openJson<{ codeVerifier: string; nonce: string }>(`upstream_login:${stateHash}`, row.sealed);
-  return { interactionUid: row.interactionUid, request: { state: input.state, redirectUri: input.redirectUri, ...secrets } };
+  const { interactionUid, codeVerifier, nonce } = vault.openJson<{ interactionUid: string; codeVerifier: string; nonce: string }>(
+    `upstream_login:${stateHash}`,
+    row.sealed,
+  );
+  return { interactionUid, request: { state: input.state, redirectUri: input.redirectUri, codeVerifier, nonce } };
 }

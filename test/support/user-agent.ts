@@ -43,6 +43,11 @@ export class UserAgent {
     });
   }
 
+  /** Every cookie the browser holds, by name (for canary greps). */
+  cookieEntries(): [string, string][] {
+    return [...this.cookies];
+  }
+
   clearCookies(): void {
     this.cookies.clear();
   }
