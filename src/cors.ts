@@ -1,7 +1,7 @@
 import type { FastifyCorsOptions } from '@fastify/cors';
 
 /** Endpoints browser-based MCP clients (MCP Inspector) call with fetch; any origin, no credentials. */
-const OPEN_PATHS = /^\/(\.well-known\/|token|register|revoke|introspect|jwks)(\/|\?|$)/;
+const OPEN_PATHS = /^\/(\.well-known\/|(token|register|revoke|introspect|jwks)(\/|\?|$))/;
 const MCP_PATH = /^\/mcp(\?|$)/;
 
 const common = { maxAge: 600, credentials: false, strictPreflight: false } as const;
