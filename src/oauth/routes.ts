@@ -52,7 +52,8 @@ export async function oauthRoutes(app: FastifyInstance, options: OAuthRoutesOpti
     dispatch(request, reply);
   });
   for (const url of PROVIDER_PATHS.filter((path) => path !== '/authorize')) {
-    app.route({ method: ['GET', 'POST', 'PUT', 'DELETE'], url, handler: dispatch });
+    // PUT /register/:clientId (RFC 7592 update) is routed below, through the same policy as POST /register.
+    app.route({ method: url === '/register/:clientId' ? ['GET', 'DELETE'] : ['GET', 'POST', 'PUT', 'DELETE'], url, handler: dispatch });
   }
   app.post('/authorize', dispatch);
 
@@ -79,6 +80,19 @@ export async function oauthRoutes(app: FastifyInstance, options: OAuthRoutesOpti
         dispatch(request, reply);
       },
     );
+    // An update replaces the whole registration, so it must pass the same policy, or a client could
+    // register clean and then swap in redirect URIs that POST /register refuses.
+    registration.put('/register/:clientId', (request, reply) => {
+      const sanitized = sanitizeRegistration(request.body, { supportedScopes: resourceScopeNames });
+      // RFC 7592 §2.2: the update repeats client_id (and client_secret, if any); oidc-provider checks them.
+      const { client_id, client_secret } = request.body as Record<string, unknown>;
+      (request.raw as typeof request.raw & { body?: unknown }).body = {
+        ...sanitized,
+        ...(client_id !== undefined ? { client_id } : {}),
+        ...(client_secret !== undefined ? { client_secret } : {}),
+      };
+      dispatch(request, reply);
+    });
   });
 }
 
