@@ -67,7 +67,8 @@ export async function mcpRoutes(app: FastifyInstance, options: McpRoutesOptions)
     for (const session of sessions.values()) if (session.lastSeen < cutoff) void session.transport.close();
   }, 60_000);
   sweep.unref();
-  app.addHook('onClose', async () => {
+  // preClose, not onClose: open SSE streams would keep server.close() waiting forever.
+  app.addHook('preClose', async () => {
     clearInterval(sweep);
     await Promise.all([...sessions.values()].map((session) => session.transport.close()));
   });
