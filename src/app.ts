@@ -32,11 +32,11 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   if (overrides.dangerouslyFetchClientMetadata && config.production)
     throw new Error('dangerouslyFetchClientMetadata is refused in production');
   const app = Fastify({ logger: loggerOptions(config, overrides.logStream), trustProxy: config.trustProxy, bodyLimit: 64 * 1024 });
+  const upstreams = createUpstreams(config);
   const storage = openDatabase(config.databasePath);
   const vault = createVault(config.encryptionKeys);
   const accounts = createAccountStore(storage.db, vault);
   const views = createViews();
-  const upstreams = createUpstreams(config);
   const provider = createProvider({
     config,
     adapter: createAdapterFactory(storage.sqlite, vault, createReplayHooks(storage.sqlite)),
@@ -52,7 +52,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     requiredScopes: resourceScopeNames,
   };
 
-  const isAllowedOrigin = createOriginCheck(config.publicUrl, []);
+  const isAllowedOrigin = createOriginCheck(config.publicUrl, config.mcpAllowedOrigins);
 
   await app.register(errorHandler); // OAuthError → RFC 6749 body; opaque 500s
   await app.register(cors, corsPolicy(isAllowedOrigin)); // CORS for metadata, /register, /token, /revoke, /mcp; none for pages

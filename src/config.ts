@@ -39,11 +39,8 @@ export interface Config {
       readonly apiUrl: string;
     };
   };
-  /**
-   * > WARNING: lets Client ID Metadata Document fetches reach loopback and private addresses and
-   * > plain http. Only tests that host a metadata document on 127.0.0.1 set it; refused in production.
-   */
-  readonly dangerouslyAllowPrivateClientMetadataFetch: boolean;
+  /** Browser origins allowed to call /mcp besides our own and loopback ones (MCP Inspector). */
+  readonly mcpAllowedOrigins: readonly string[];
 }
 
 /** Thrown when the environment cannot produce a valid configuration; the message names the variable. */
@@ -74,10 +71,6 @@ export function loadConfig(env: Env, warn: (message: string) => void = console.w
   if (!demoLogin && !anyUpstream) {
     throw new ConfigError('DEMO_LOGIN', 'no identity provider is enabled: set ENTRA_CLIENT_ID, GOOGLE_CLIENT_ID or OWNERREZ_CLIENT_ID');
   }
-  const dangerouslyAllowPrivateClientMetadataFetch = parseBoolean(env, 'DANGEROUSLY_ALLOW_PRIVATE_CLIENT_METADATA_FETCH', false);
-  if (dangerouslyAllowPrivateClientMetadataFetch && production) {
-    throw new ConfigError('DANGEROUSLY_ALLOW_PRIVATE_CLIENT_METADATA_FETCH', 'refused when NODE_ENV=production');
-  }
   const trustProxy = parseBoolean(env, 'TRUST_PROXY', false);
   if (production && !publicUrl.startsWith('https://')) {
     throw new ConfigError('PUBLIC_URL', 'must be https:// when NODE_ENV=production');
@@ -97,10 +90,12 @@ export function loadConfig(env: Env, warn: (message: string) => void = console.w
     cookieSecrets: secrets.cookieSecrets,
     accessTokenTtl: parseInteger(env, 'ACCESS_TOKEN_TTL', 900, 60, 86400),
     trustProxy,
-    logLevel: env.LOG_LEVEL || 'info',
+    logLevel: parseLogLevel(env),
     demoLogin,
     upstreams,
-    dangerouslyAllowPrivateClientMetadataFetch,
+    mcpAllowedOrigins: parseList(env.MCP_ALLOWED_ORIGINS).map((origin) =>
+      parseOrigin({ MCP_ALLOWED_ORIGINS: origin }, 'MCP_ALLOWED_ORIGINS', origin),
+    ),
   });
 }
 
@@ -185,6 +180,14 @@ function parseKeyring(variable: string, text: string): KeyEntry[] {
   if (entries.length === 0) throw new ConfigError(variable, 'no key given');
   if (new Set(entries.map((entry) => entry.kid)).size !== entries.length) throw new ConfigError(variable, 'duplicate kid');
   return entries;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function parseLogLevel(env: Env): string {
+  const level = env.LOG_LEVEL || 'info';
+  if (!LOG_LEVELS.includes(level)) throw new ConfigError('LOG_LEVEL', `expected one of ${LOG_LEVELS.join(', ')}`);
+  return level;
 }
 
 function parseList(value: string | undefined): string[] {

@@ -5,18 +5,19 @@ import { ConfigError, loadConfig } from './config.ts';
 // A `.env` file in the working directory is read if present (Node's own loader; real env wins).
 if (existsSync('.env')) process.loadEnvFile('.env');
 
-let config: ReturnType<typeof loadConfig>;
-try {
-  config = loadConfig(process.env);
-} catch (error) {
-  if (error instanceof ConfigError) {
+/** A configuration problem ends the process with one line naming the variable, not a stack trace. */
+async function start() {
+  try {
+    const config = loadConfig(process.env);
+    return { config, app: await buildApp(config) };
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
     console.error(`Gatehouse cannot start: ${error.message}`);
     process.exit(1);
   }
-  throw error;
 }
 
-const app = await buildApp(config);
+const { config, app } = await start();
 await app.listen({ port: config.port, host: config.host });
 app.log.info(`Gatehouse is serving ${config.resourceUrl} (issuer ${config.publicUrl})`);
 

@@ -2,8 +2,10 @@ import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'driz
 
 /**
  * Every oidc-provider artifact (tokens, codes, sessions, interactions, grants, clients). The raw id
- * is never stored: `id_hash` is sha256(id), and so are the grant id and the session uid, so a copy of
- * this table cannot be replayed. Payloads of models that carry secrets (Client) are sealed by the vault.
+ * (the bearer value of a token, code or session cookie) is never stored: `id_hash` is sha256(id), so a
+ * copy of this table cannot be replayed. The grant and session-uid index columns are hashed too; they
+ * are references, not credentials. Payloads that embed a secret (Client: its secret; Interaction: the
+ * session id) are sealed by the vault. `expires_at` is epoch seconds, `consumed_at` epoch milliseconds.
  */
 export const oidcModels = sqliteTable(
   'oidc_models',

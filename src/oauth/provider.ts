@@ -86,8 +86,19 @@ export function createProvider(options: ProviderOptions): Provider {
     conformIdTokenClaims: true,
     renderError: async (ctx, out) => {
       ctx.type = 'html';
+      // The same headers the login pages get (login/routes.ts): this page is rendered by the provider.
       ctx.set('cache-control', 'no-store');
-      ctx.body = options.renderErrorPage('Something went wrong', describeError(out));
+      ctx.set(
+        'content-security-policy',
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+      );
+      ctx.set('x-frame-options', 'DENY');
+      ctx.set('referrer-policy', 'no-referrer');
+      ctx.set('x-content-type-options', 'nosniff');
+      ctx.body = options.renderErrorPage(
+        out.error === 'server_error' ? 'Something went wrong' : 'This request cannot continue',
+        describeError(out),
+      );
     },
     features: {
       devInteractions: { enabled: false },

@@ -25,7 +25,7 @@ describe('verifyBearer', () => {
   let options: BearerOptions;
 
   /** Mints an opaque access token the way the token endpoint does, for a chosen audience and scope. */
-  const mint = async (audience: string, scope = 'mcp', ttl = 900): Promise<string> => {
+  const mint = async (audience: string, scope = 'mcp'): Promise<string> => {
     const token = new provider.AccessToken({
       accountId: 'account-1',
       clientId: 'client-1',
@@ -37,7 +37,7 @@ describe('verifyBearer', () => {
       audience,
       scope: 'mcp',
       accessTokenFormat: 'opaque',
-      accessTokenTTL: ttl,
+      accessTokenTTL: config.accessTokenTtl,
     });
     return token.save();
   };
@@ -86,9 +86,9 @@ describe('verifyBearer', () => {
   });
 
   it('rejects an expired token', async () => {
-    const token = await mint(config.resourceUrl, 'mcp', 60);
+    const token = await mint(config.resourceUrl);
     vi.useFakeTimers({ toFake: ['Date'] });
-    vi.setSystemTime(Date.now() + 61_000);
+    vi.setSystemTime(Date.now() + (config.accessTokenTtl + 1) * 1000);
     expect((await rejection(`Bearer ${token}`)).status).toBe(401);
   });
 
