@@ -12,6 +12,8 @@ import type { DemoProvider } from '../upstream/demo.ts';
 import { UpstreamLoginError, type UpstreamProvider } from '../upstream/types.ts';
 import type { Vault } from '../upstream/vault.ts';
 import { completeAuthorization, describeClient, restartUrl } from './consent.ts';
+import { registerDemoLogin } from './demo-routes.ts';
+import { sendPage, unsignCookie } from './reply.ts';
 import { finishUpstreamLogin, startUpstreamLogin } from './upstream-state.ts';
 import type { Views } from './views.ts';
 
@@ -202,49 +204,4 @@ export async function loginRoutes(app: FastifyInstance, options: LoginRoutesOpti
   );
 
   if (options.demo) registerDemoLogin(app, options.demo, views);
-}
-
-/** The embedded demo identity provider's sign-in page (DEMO_LOGIN; refused in production by config). */
-function registerDemoLogin(app: FastifyInstance, demo: DemoProvider, views: Views): void {
-  app.get<{ Querystring: { state?: string } }>('/upstream/demo/login', (request, reply) => {
-    const state = String(request.query.state ?? '');
-    const action = `/upstream/demo/login?state=${encodeURIComponent(state)}`;
-    return sendPage(reply, 200, views.demoLogin({ action, csrfToken: reply.generateCsrf() }));
-  });
-  app.post<{ Querystring: { state?: string }; Body: { email?: string; name?: string } }>(
-    '/upstream/demo/login',
-    { preHandler: app.csrfProtection },
-    (request, reply) => {
-      const state = String(request.query.state ?? '');
-      const email = String(request.body?.email ?? '').trim();
-      const name = String(request.body?.name ?? '').trim();
-      if (!/^[^\s@]{1,64}@[^\s@]{1,190}\.[^\s@]{2,63}$/.test(email) || name.length > 100 || !state) {
-        const action = `/upstream/demo/login?state=${encodeURIComponent(state)}`;
-        return sendPage(
-          reply,
-          400,
-          views.demoLogin({
-            action,
-            csrfToken: reply.generateCsrf(),
-            email,
-            name,
-            error: 'Enter a valid email address (and a name of at most 100 characters).',
-          }),
-        );
-      }
-      const code = demo.issueCode(state, email, name);
-      return reply.redirect(`/upstream/demo/callback?code=${encodeURIComponent(code)}&state=${encodeURIComponent(state)}`, 303);
-    },
-  );
-}
-
-function sendPage(reply: FastifyReply, status: number, html: string): FastifyReply {
-  return reply.code(status).type('text/html; charset=utf-8').send(html);
-}
-
-function unsignCookie(request: FastifyRequest, name: string): string | undefined {
-  const raw = request.cookies[name];
-  if (!raw) return undefined;
-  const result = request.unsignCookie(raw);
-  return result.valid && result.value ? result.value : undefined;
 }
