@@ -56,7 +56,13 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
 
   await app.register(errorHandler); // OAuthError → RFC 6749 body; opaque 500s
   await app.register(cors, corsPolicy(isAllowedOrigin)); // CORS for metadata, /register, /token, /revoke, /mcp; none for pages
-  await app.register(oauthRoutes, { provider, resourceUrl: config.resourceUrl, registrationsPerMinute: 60 }); // discovery, /authorize, /token, /register, /revoke, /introspect, /jwks
+  await app.register(oauthRoutes, {
+    provider,
+    publicUrl: config.publicUrl,
+    resourceUrl: config.resourceUrl,
+    trustProxy: config.trustProxy,
+    registrationsPerMinute: 60,
+  }); // discovery, /authorize, /token, /register, /revoke, /introspect, /jwks
   await app.register(loginRoutes, {
     provider,
     db: storage.db,

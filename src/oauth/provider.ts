@@ -106,8 +106,10 @@ export function createProvider(options: ProviderOptions): Provider {
       dPoP: { enabled: false },
       pushedAuthorizationRequests: { enabled: false },
       userinfo: { enabled: false },
-      revocation: { enabled: true },
-      introspection: { enabled: true },
+      // Only the client a token was issued to may revoke or introspect it: with open registration, any
+      // caller can become a confidential client, so the provider's defaults would let strangers read tokens.
+      revocation: { enabled: true, allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId },
+      introspection: { enabled: true, allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId },
       registration: { enabled: true, initialAccessToken: false, issueRegistrationAccessToken: true },
       registrationManagement: { enabled: true, rotateRegistrationAccessToken: false },
       clientIdMetadataDocument: {
@@ -137,7 +139,9 @@ export function createProvider(options: ProviderOptions): Provider {
   }
 
   const provider = new Provider(config.publicUrl, configuration);
-  provider.proxy = config.trustProxy;
+  // oidc-provider builds endpoint URLs from the request's host and scheme; `pinPublicOrigin` in
+  // routes.ts sets both from PUBLIC_URL on every request, so the forwarded headers are always ours.
+  provider.proxy = true;
   return provider;
 }
 

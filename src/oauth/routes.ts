@@ -9,12 +9,15 @@ import { DEFAULT_SCOPE, resourceScopeNames } from './scopes.ts';
 
 export interface OAuthRoutesOptions {
   provider: Provider;
+  publicUrl: string;
   resourceUrl: string;
+  /** Whether X-Forwarded-For from a TLS-terminating proxy names the client (TRUST_PROXY). */
+  trustProxy: boolean;
   /** DCR requests per minute per client IP; shared egress IPs (claude.ai, ChatGPT) stay well below it. */
   registrationsPerMinute: number;
 }
 
-/** Paths oidc-provider serves. `:rest` covers `/authorize/:uid` (resume) and `/register/:clientId`. */
+/** Paths oidc-provider serves, besides `/authorize` and `/register` which get their own handling below. */
 const PROVIDER_PATHS = [
   '/.well-known/oauth-authorization-server',
   '/.well-known/openid-configuration',
@@ -35,9 +38,25 @@ const REGISTRATION_BODY_LIMIT = 16 * 1024;
  */
 export async function oauthRoutes(app: FastifyInstance, options: OAuthRoutesOptions): Promise<void> {
   const { provider, resourceUrl } = options;
+  const publicUrl = new URL(options.publicUrl);
+  // Koa logs its own errors (a client dropping the connection mid-body) to stderr unless someone listens.
+  provider.on('error', (error: Error) => app.log.warn({ error: error.message }, 'oidc-provider connection error'));
+  provider.on('server_error', (_ctx: unknown, error: Error) => app.log.error({ err: error }, 'oidc-provider server error'));
   const callback = provider.callback();
 
+  /**
+   * Endpoint URLs in metadata and responses must come from PUBLIC_URL, never from a Host header the
+   * client chose (that would let one request poison what discovery advertises).
+   */
+  const pinPublicOrigin = (request: FastifyRequest): void => {
+    const headers = request.raw.headers;
+    headers['x-forwarded-host'] = publicUrl.host;
+    headers['x-forwarded-proto'] = publicUrl.protocol.slice(0, -1);
+    if (!options.trustProxy) delete headers['x-forwarded-for'];
+  };
+
   const dispatch = (request: FastifyRequest, reply: FastifyReply): void => {
+    pinPublicOrigin(request);
     void callback(request.raw, hijackReply(reply));
   };
 
@@ -55,7 +74,6 @@ export async function oauthRoutes(app: FastifyInstance, options: OAuthRoutesOpti
     // PUT /register/:clientId (RFC 7592 update) is routed below, through the same policy as POST /register.
     app.route({ method: url === '/register/:clientId' ? ['GET', 'DELETE'] : ['GET', 'POST', 'PUT', 'DELETE'], url, handler: dispatch });
   }
-  app.post('/authorize', dispatch);
 
   app.register(async (registration) => {
     registration.addContentTypeParser(
