@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Provider } from 'oidc-provider';
@@ -40,7 +41,10 @@ export async function oauthRoutes(app: FastifyInstance, options: OAuthRoutesOpti
   const { provider, resourceUrl } = options;
   const publicUrl = new URL(options.publicUrl);
   // Koa logs its own errors (a client dropping the connection mid-body) to stderr unless someone listens.
-  provider.on('error', (error: Error) => app.log.warn({ error: error.message }, 'oidc-provider connection error'));
+  // Provider is a Koa application; its typings omit Koa's own 'error' event.
+  (provider as unknown as EventEmitter).on('error', (error: Error) =>
+    app.log.warn({ error: error.message }, 'oidc-provider connection error'),
+  );
   provider.on('server_error', (_ctx: unknown, error: Error) => app.log.error({ err: error }, 'oidc-provider server error'));
   const callback = provider.callback();
 
