@@ -151,6 +151,19 @@ describe('token lifecycle', () => {
     expect(await callWhoami(gatehouse.url, winners[0]?.body.access_token as string)).toBe(200);
   });
 
+  it('lets the MCP SDK client recover from an expired access token by refreshing it itself, with rotation', async () => {
+    const { oauth, client } = await connectWithLogin(gatehouse.url);
+    const before = { ...oauth.savedTokens };
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() + (gatehouse.config.accessTokenTtl + 60) * 1000);
+    expect(await callWhoami(gatehouse.url, before.access_token as string)).toBe(401);
+    const result = await client.callTool({ name: 'whoami', arguments: {} });
+    expect(result.isError).toBeFalsy();
+    expect(oauth.savedTokens?.access_token).not.toBe(before.access_token);
+    expect(oauth.savedTokens?.refresh_token).not.toBe(before.refresh_token);
+    await client.close();
+  });
+
   it('revokes an access token at /revoke (RFC 7009), after which /mcp answers 401', async () => {
     const { oauth, client } = await connectWithLogin(gatehouse.url);
     await client.close();
