@@ -1,8 +1,8 @@
-import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGatehouse, type TestGatehouse } from '../support/gatehouse.ts';
 import { approveWithDemoLogin } from '../support/mcp-client.ts';
+import { authorizationRequest, registerClient, tokenRequest } from '../support/oauth.ts';
 import { UserAgent } from '../support/user-agent.ts';
 
 /** Every byte SQLite has written: the main file and the write-ahead log (recent pages live there). */
@@ -23,40 +23,24 @@ describe('secrets at rest and in logs', () => {
   it('stores no token, code, session id, client secret or upstream token in clear in the database file or the logs', async () => {
     const origin = gatehouse.url;
     const redirectUri = 'https://claude.ai/api/mcp/auth_callback';
-    const registration = (await (
-      await fetch(`${origin}/register`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ client_name: 'Canary', redirect_uris: [redirectUri], token_endpoint_auth_method: 'client_secret_post' }),
-      })
-    ).json()) as Record<string, string>;
-    const verifier = randomBytes(32).toString('base64url');
-    const url = new URL('/authorize', origin);
-    url.search = new URLSearchParams({
-      response_type: 'code',
-      client_id: registration.client_id as string,
-      redirect_uri: redirectUri,
-      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
-      code_challenge_method: 'S256',
-      state: 'canary-state',
-    }).toString();
+    const registration = await registerClient(origin, {
+      client_name: 'Canary',
+      redirect_uris: [redirectUri],
+      token_endpoint_auth_method: 'client_secret_post',
+    });
+    const request = authorizationRequest(origin, { clientId: registration.client_id, redirectUri, resource: null });
     const agent = new UserAgent();
-    const landed = await approveWithDemoLogin(agent, origin, url.href, { email: 'canary@example.com', name: 'Canary' });
+    const landed = await approveWithDemoLogin(agent, origin, request.url, { email: 'canary@example.com', name: 'Canary' });
     const code = landed.searchParams.get('code') as string;
-    const tokens = (await (
-      await fetch(`${origin}/token`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({
-          grant_type: 'authorization_code',
-          code,
-          code_verifier: verifier,
-          redirect_uri: redirectUri,
-          client_id: registration.client_id as string,
-          client_secret: registration.client_secret as string,
-        }),
-      })
-    ).json()) as Record<string, string>;
+    const verifier = request.verifier;
+    const { body: tokens } = await tokenRequest(origin, {
+      grant_type: 'authorization_code',
+      code,
+      code_verifier: verifier,
+      redirect_uri: redirectUri,
+      client_id: registration.client_id,
+      client_secret: registration.client_secret as string,
+    });
     expect(tokens.access_token).toBeTruthy();
     const mcp = await fetch(`${origin}/mcp`, {
       method: 'POST',

@@ -2,10 +2,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGatehouse, type TestGatehouse } from '../support/gatehouse.ts';
 import { type HttpsHost, startHttpsHost } from '../support/https-host.ts';
 import { connectWithLogin, TestOAuthClient } from '../support/mcp-client.ts';
+import { authorizationRequest, LOOPBACK_REDIRECT } from '../support/oauth.ts';
 
 const metadata = {
   client_name: 'Metadata Document Client',
-  redirect_uris: ['http://127.0.0.1:9/callback'],
+  redirect_uris: [LOOPBACK_REDIRECT],
   grant_types: ['authorization_code', 'refresh_token'],
   response_types: ['code'],
   token_endpoint_auth_method: 'none',
@@ -39,7 +40,7 @@ describe('Client ID Metadata Documents (URL client_ids)', () => {
   it('refuses a document whose client_id differs from its URL', async () => {
     const clientId = `${host.origin}/oauth/mismatch.json`;
     host.serve('/oauth/mismatch.json', { ...metadata, client_id: `${host.origin}/oauth/other.json` });
-    const response = await fetch(authorizeUrl(gatehouse.url, clientId, metadata.redirect_uris[0] as string), { redirect: 'manual' });
+    const response = await fetch(authorizationRequest(gatehouse.url, { clientId }).url, { redirect: 'manual' });
     expect(response.status).toBe(400);
     expect(await response.text()).toContain('invalid_client');
   });
@@ -47,7 +48,9 @@ describe('Client ID Metadata Documents (URL client_ids)', () => {
   it('refuses a redirect_uri that the document does not list', async () => {
     const clientId = `${host.origin}/oauth/listed.json`;
     host.serve('/oauth/listed.json', { client_id: clientId, ...metadata });
-    const response = await fetch(authorizeUrl(gatehouse.url, clientId, 'http://127.0.0.1:9/elsewhere'), { redirect: 'manual' });
+    const response = await fetch(authorizationRequest(gatehouse.url, { clientId, redirectUri: 'http://127.0.0.1:9/elsewhere' }).url, {
+      redirect: 'manual',
+    });
     expect(response.status).toBe(400);
     expect(response.headers.get('location')).toBeNull();
   });
@@ -55,7 +58,7 @@ describe('Client ID Metadata Documents (URL client_ids)', () => {
   it('refuses a document that asks for a shared-secret client authentication', async () => {
     const clientId = `${host.origin}/oauth/secret.json`;
     host.serve('/oauth/secret.json', { client_id: clientId, ...metadata, token_endpoint_auth_method: 'client_secret_post' });
-    const response = await fetch(authorizeUrl(gatehouse.url, clientId, metadata.redirect_uris[0] as string), { redirect: 'manual' });
+    const response = await fetch(authorizationRequest(gatehouse.url, { clientId }).url, { redirect: 'manual' });
     expect(response.status).toBe(400);
   });
 
@@ -64,7 +67,7 @@ describe('Client ID Metadata Documents (URL client_ids)', () => {
     try {
       const clientId = `${host.origin}/oauth/guarded.json`;
       host.serve('/oauth/guarded.json', { client_id: clientId, ...metadata });
-      const response = await fetch(authorizeUrl(guarded.url, clientId, metadata.redirect_uris[0] as string), { redirect: 'manual' });
+      const response = await fetch(authorizationRequest(guarded.url, { clientId }).url, { redirect: 'manual' });
       expect(response.status).toBe(400);
       expect(host.hits('/oauth/guarded.json')).toBe(0);
     } finally {
@@ -72,15 +75,3 @@ describe('Client ID Metadata Documents (URL client_ids)', () => {
     }
   });
 });
-
-function authorizeUrl(origin: string, clientId: string, redirectUri: string): string {
-  const url = new URL('/authorize', origin);
-  url.search = new URLSearchParams({
-    response_type: 'code',
-    client_id: clientId,
-    redirect_uri: redirectUri,
-    code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
-    code_challenge_method: 'S256',
-  }).toString();
-  return url.href;
-}

@@ -1,10 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGatehouse, type TestGatehouse } from '../support/gatehouse.ts';
-import { approveWithDemoLogin } from '../support/mcp-client.ts';
-import { UserAgent } from '../support/user-agent.ts';
+import { authorizeWithDemoLogin, LOOPBACK_REDIRECT, registerClient as register } from '../support/oauth.ts';
 
-const REDIRECT_URI = 'http://127.0.0.1:9/callback';
+const REDIRECT_URI = LOOPBACK_REDIRECT;
 const INSPECTOR = 'http://localhost:6274';
 
 interface Client {
@@ -22,34 +21,12 @@ interface Tokens {
 let gatehouse: TestGatehouse;
 let client: Client;
 
-async function registerClient(body: Record<string, unknown> = {}): Promise<Client> {
-  const response = await fetch(`${gatehouse.url}/register`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ client_name: 'Token Test', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', ...body }),
-  });
-  expect(response.status).toBe(201);
-  return (await response.json()) as Client;
-}
+const registerClient = (body: Record<string, unknown> = {}): Promise<Client> =>
+  register(gatehouse.url, { client_name: 'Token Test', ...body });
 
 /** Runs /authorize through consent and the demo login in a fresh browser and returns the code with its verifier. */
-async function authorizationCode(clientId = client.client_id): Promise<{ code: string; verifier: string }> {
-  const verifier = randomBytes(32).toString('base64url');
-  const url = new URL('/authorize', gatehouse.url);
-  url.search = new URLSearchParams({
-    response_type: 'code',
-    client_id: clientId,
-    redirect_uri: REDIRECT_URI,
-    code_challenge: createHash('sha256').update(verifier).digest('base64url'),
-    code_challenge_method: 'S256',
-    state: 'token-test',
-    resource: gatehouse.config.resourceUrl,
-  }).toString();
-  const landed = await approveWithDemoLogin(new UserAgent(), gatehouse.url, url.href, { email: 'tess@example.com', name: 'Tess Token' });
-  const code = landed.searchParams.get('code');
-  if (!code) throw new Error(`no code at ${landed.origin}${landed.pathname}: ${landed.searchParams.get('error')}`);
-  return { code, verifier };
-}
+const authorizationCode = (clientId = client.client_id) =>
+  authorizeWithDemoLogin(gatehouse.url, { clientId, state: 'token-test', user: { email: 'tess@example.com', name: 'Tess Token' } });
 
 const form = (path: string, body: string | Record<string, string>, contentType = 'application/x-www-form-urlencoded') =>
   fetch(`${gatehouse.url}${path}`, {
