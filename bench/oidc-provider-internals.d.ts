@@ -1,0 +1,23 @@
+// oidc-provider ships no types for its internal modules; the benchmark reuses two of them.
+
+declare module 'oidc-provider/lib/helpers/lru.js' {
+  export default class LRU {
+    constructor(options: { maxSize: number });
+  }
+}
+
+declare module 'oidc-provider/lib/adapters/memory_adapter.js' {
+  import type { Adapter } from 'oidc-provider';
+  import type LRU from 'oidc-provider/lib/helpers/lru.js';
+
+  export default class MemoryAdapter implements Adapter {
+    constructor(model: string, store?: LRU, clockTolerance?: number);
+    upsert: Adapter['upsert'];
+    find: Adapter['find'];
+    findByUserCode: Adapter['findByUserCode'];
+    findByUid: Adapter['findByUid'];
+    consume: Adapter['consume'];
+    destroy: Adapter['destroy'];
+    revokeByGrantId: Adapter['revokeByGrantId'];
+  }
+}

@@ -1,0 +1,68 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import type { RefreshTokenTemplate } from './refresh-tokens.ts';
+import type { TargetRequest } from './target-process.ts';
+import type { TargetKind } from './targets.ts';
+
+export interface RunningTarget {
+  url: string;
+  /** CPU time the target process has used and when, to tell a saturated server from a saturated load generator. */
+  cpu(): Promise<{ cpuMicros: number; atMicros: number }>;
+  describe(refreshToken: string): Promise<RefreshTokenTemplate>;
+  mint(template: RefreshTokenTemplate, clientId: string, count: number): Promise<string[]>;
+  /** Starts, or stops and saves, a CPU profile of the target (only with `BENCH_CPU_PROF`). */
+  profile(action: 'start' | 'stop', file?: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Forks `target-process.ts` for one target and waits until it listens. */
+export async function startTarget(kind: TargetKind, env: Record<string, string>, accountId = ''): Promise<RunningTarget> {
+  const child: ChildProcess = fork(new URL('./target-process.ts', import.meta.url), [kind, JSON.stringify({ env, accountId })], {
+    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+    execArgv: [],
+  });
+  child.stderr?.setEncoding('utf8').on('data', (text: string) => {
+    // src/oauth/routes.ts parses POST /register itself on purpose (to sanitise it); oidc-provider says so once per process.
+    process.stderr.write(text.replace(/^oidc-provider WARNING: already parsed request body detected.*\n/gm, ''));
+  });
+  const pending = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>();
+  let nextId = 1;
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', (code) => {
+      for (const call of pending.values()) call.reject(new Error(`target ${kind} exited with ${code}`));
+      pending.clear();
+      resolve();
+    }),
+  );
+
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`target ${kind} exited with ${code} before listening`)));
+    child.on('message', (message: { ready?: string; id?: number; result?: unknown; error?: string }) => {
+      if (message.ready) return resolve(message.ready);
+      const call = message.id === undefined ? undefined : pending.get(message.id);
+      if (!call || message.id === undefined) return;
+      pending.delete(message.id);
+      if (message.error) call.reject(new Error(`target ${kind}: ${message.error}`));
+      else call.resolve(message.result);
+    });
+  });
+
+  const call = <T>(request: TargetRequest): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      if (!child.connected) return reject(new Error(`target ${kind} is gone`));
+      const id = nextId++;
+      pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      child.send({ id, request });
+    });
+
+  return {
+    url,
+    cpu: () => call({ type: 'cpu' }),
+    describe: (refreshToken) => call({ type: 'describe', refreshToken }),
+    mint: (template, clientId, count) => call({ type: 'mint', template, clientId, count }),
+    profile: (action, file = kind) => call(action === 'start' ? { type: 'profile', action } : { type: 'profile', action, file }),
+    close: async () => {
+      await call({ type: 'close' });
+      await exited;
+    },
+  };
+}

@@ -1,0 +1,184 @@
+import cors from '@fastify/cors';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Provider } from 'oidc-provider';
+import { buildApp } from '../src/app.ts';
+import type { Config } from '../src/config.ts';
+import { corsPolicy } from '../src/cors.ts';
+import { openDatabase, type Storage } from '../src/db/index.ts';
+import { errorHandler } from '../src/error-handler.ts';
+import { loggerOptions } from '../src/logging.ts';
+import { createOriginCheck } from '../src/mcp/origin.ts';
+import { mcpRoutes } from '../src/mcp/routes.ts';
+import { createMcpServer } from '../src/mcp/server.ts';
+import { createAdapterFactory } from '../src/oauth/adapter.ts';
+import { loadSigningKeys } from '../src/oauth/keys.ts';
+import { createProvider } from '../src/oauth/provider.ts';
+import { createReplayHooks } from '../src/oauth/replay-policy.ts';
+import { oauthRoutes } from '../src/oauth/routes.ts';
+import { resourceScopeNames } from '../src/oauth/scopes.ts';
+import { createAccountStore } from '../src/upstream/accounts.ts';
+import { createVault } from '../src/upstream/vault.ts';
+import { statelessMcpRoutes, ungatedMcpRoutes } from './mcp-apps.ts';
+import { createMemoryAdapterFactory, describeRefreshToken, mintRefreshTokens, type RefreshTokenTemplate } from './refresh-tokens.ts';
+
+export type TargetKind = 'ceiling' | 'gatehouse' | 'stub-lookup-mcp' | 'ungated-mcp' | 'stateless-mcp' | 'oauth-memory' | 'oauth-sqlite';
+
+export interface Target {
+  app: FastifyInstance;
+  /** The fixed port Gatehouse needs (its PUBLIC_URL names it), or 0 for any. */
+  port: number;
+  /** Refresh tokens are minted through a provider with Gatehouse's configuration on the target's storage. */
+  tokens?: TokenMinter;
+}
+
+export interface TokenMinter {
+  describe(refreshToken: string): Promise<RefreshTokenTemplate>;
+  mint(template: RefreshTokenTemplate, clientId: string, count: number): Promise<string[]>;
+}
+
+/** Mints through `provider`; on SQLite inside one transaction, else every row would wait for its own fsync. */
+function tokenMinter(provider: Provider, sqlite?: Storage['sqlite']): TokenMinter {
+  return {
+    describe: (refreshToken) => describeRefreshToken(provider, refreshToken),
+    async mint(template, clientId, count) {
+      // The adapter's statements are synchronous, so nothing else runs on this connection in between.
+      sqlite?.exec('BEGIN');
+      try {
+        const tokens = await mintRefreshTokens(provider, template, clientId, count);
+        sqlite?.exec('COMMIT');
+        return tokens;
+      } catch (error) {
+        sqlite?.exec('ROLLBACK');
+        throw error;
+      }
+    },
+  };
+}
+
+/** Fastify as Gatehouse constructs it (same logger settings, body limit), for the apps built here. */
+const benchFastify = (config: Config): FastifyInstance =>
+  Fastify({ logger: loggerOptions(config), trustProxy: config.trustProxy, bodyLimit: 64 * 1024 });
+
+/** Gatehouse's app-wide plugins, registered as `buildApp` registers them, ahead of a bench route group. */
+async function gatehouseBasics(app: FastifyInstance, config: Config): Promise<void> {
+  await app.register(errorHandler);
+  await app.register(cors, corsPolicy(createOriginCheck(config.publicUrl, config.mcpAllowedOrigins)));
+}
+
+/** Gatehouse's provider configuration (`buildApp`), with the adapter chosen by the benchmark. */
+function benchProvider(config: Config, storage: Storage, adapter: 'sqlite' | 'memory'): Provider {
+  const vault = createVault(config.encryptionKeys);
+  const accounts = createAccountStore(storage.db, vault);
+  return createProvider({
+    config,
+    adapter:
+      adapter === 'sqlite'
+        ? createAdapterFactory(storage.sqlite, vault, createReplayHooks(storage.sqlite))
+        : createMemoryAdapterFactory(1_000_000),
+    jwks: loadSigningKeys(storage.db, vault),
+    findAccount: async (_ctx, sub) => (accounts.findAccount(sub) ? { accountId: sub, claims: async () => ({ sub }) } : undefined),
+    renderErrorPage: (title, message) => `${title}: ${message}`,
+  });
+}
+
+/** The MCP apps built here serve the same McpServer over the same account store, behind the same CORS and error handling. */
+async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 'stateless'): Promise<FastifyInstance> {
+  const storage = openDatabase(config.databasePath);
+  const accounts = createAccountStore(storage.db, createVault(config.encryptionKeys));
+  const app = benchFastify(config);
+  await gatehouseBasics(app, config);
+  const options = {
+    createServer: () => createMcpServer({ accounts, version: '0.1.0' }),
+    authInfo: {
+      token: 'bench',
+      clientId: 'bench-client',
+      scopes: ['mcp'],
+      resource: new URL(config.resourceUrl),
+      extra: { accountId, grantId: 'bench-grant' },
+    },
+  };
+  await app.register(mode === 'ungated' ? ungatedMcpRoutes : statelessMcpRoutes, options);
+  app.addHook('onClose', async () => storage.close());
+  return app;
+}
+
+/**
+ * Gatehouse's own `mcpRoutes` (gate and all) with a provider whose `AccessToken.find` answers a fixed
+ * token without storage: the gap to Gatehouse is the token lookup, the gap to `ungated-mcp` the rest of the gate.
+ */
+async function stubLookupMcpApp(config: Config, accountId: string): Promise<FastifyInstance> {
+  const storage = openDatabase(config.databasePath);
+  const accounts = createAccountStore(storage.db, createVault(config.encryptionKeys));
+  const token = {
+    isExpired: false,
+    aud: config.resourceUrl,
+    accountId,
+    clientId: 'bench-client',
+    grantId: 'bench-grant',
+    scopes: new Set(['mcp']),
+  };
+  const provider = { AccessToken: { find: async () => token } } as unknown as Provider;
+  const isAllowedOrigin = createOriginCheck(config.publicUrl, config.mcpAllowedOrigins);
+  const app = benchFastify(config);
+  await gatehouseBasics(app, config);
+  await app.register(mcpRoutes, {
+    bearer: {
+      provider,
+      resourceUrl: config.resourceUrl,
+      resourceMetadataUrl: `${config.publicUrl}/.well-known/oauth-protected-resource/mcp`,
+      requiredScopes: resourceScopeNames,
+    },
+    issuer: config.publicUrl,
+    scopesSupported: resourceScopeNames,
+    isAllowedOrigin,
+    createServer: () => createMcpServer({ accounts, version: '0.1.0' }),
+  });
+  app.addHook('onClose', async () => storage.close());
+  return app;
+}
+
+/** oidc-provider mounted exactly as `buildApp` mounts it, with a chosen adapter and no DCR rate limit. */
+async function benchOAuthApp(config: Config, adapter: 'sqlite' | 'memory'): Promise<Target> {
+  const storage = openDatabase(config.databasePath);
+  const provider = benchProvider(config, storage, adapter);
+  const app = benchFastify(config);
+  await gatehouseBasics(app, config);
+  await app.register(oauthRoutes, {
+    provider,
+    publicUrl: config.publicUrl,
+    resourceUrl: config.resourceUrl,
+    trustProxy: config.trustProxy,
+    registrationsPerMinute: 1_000_000_000,
+  });
+  app.addHook('onClose', async () => storage.close());
+  return { app, port: 0, tokens: tokenMinter(provider, adapter === 'sqlite' ? storage.sqlite : undefined) };
+}
+
+/** Builds one benchmark target; each runs alone in its own process (see `target-process.ts`). */
+export async function buildTarget(kind: TargetKind, config: Config, accountId: string): Promise<Target> {
+  switch (kind) {
+    case 'ceiling': {
+      const app = benchFastify(config);
+      app.get('/', async () => ({ hello: 'world' }));
+      return { app, port: 0 };
+    }
+    case 'gatehouse': {
+      const app = await buildApp(config);
+      // buildApp keeps its provider to itself; a second one with the same configuration on a second
+      // connection to the same database writes rows the app's provider reads back.
+      const storage = openDatabase(config.databasePath);
+      app.addHook('onClose', async () => storage.close());
+      return { app, port: config.port, tokens: tokenMinter(benchProvider(config, storage, 'sqlite'), storage.sqlite) };
+    }
+    case 'stub-lookup-mcp':
+      return { app: await stubLookupMcpApp(config, accountId), port: 0 };
+    case 'ungated-mcp':
+      return { app: await benchMcpApp(config, accountId, 'ungated'), port: 0 };
+    case 'stateless-mcp':
+      return { app: await benchMcpApp(config, accountId, 'stateless'), port: 0 };
+    case 'oauth-memory':
+      return benchOAuthApp(config, 'memory');
+    case 'oauth-sqlite':
+      return benchOAuthApp(config, 'sqlite');
+  }
+}
