@@ -12,7 +12,7 @@ import { mcpRoutes } from '../src/mcp/routes.ts';
 import { createMcpServer } from '../src/mcp/server.ts';
 import { createAdapterFactory } from '../src/oauth/adapter.ts';
 import { loadSigningKeys } from '../src/oauth/keys.ts';
-import { createProvider } from '../src/oauth/provider.ts';
+import { accountFinder, createProvider } from '../src/oauth/provider.ts';
 import { createReplayHooks } from '../src/oauth/replay-policy.ts';
 import { oauthRoutes } from '../src/oauth/routes.ts';
 import { resourceScopeNames } from '../src/oauth/scopes.ts';
@@ -36,22 +36,11 @@ export interface TokenMinter {
   mint(template: RefreshTokenTemplate, clientId: string, count: number): Promise<string[]>;
 }
 
-/** Mints through `provider`; on SQLite inside one transaction, else every row would wait for its own fsync. */
-function tokenMinter(provider: Provider, sqlite?: Storage['sqlite']): TokenMinter {
+/** Mints through `provider` (its adapter decides how the writes are committed). */
+function tokenMinter(provider: Provider): TokenMinter {
   return {
     describe: (refreshToken) => describeRefreshToken(provider, refreshToken),
-    async mint(template, clientId, count) {
-      // The adapter's statements are synchronous, so nothing else runs on this connection in between.
-      sqlite?.exec('BEGIN');
-      try {
-        const tokens = await mintRefreshTokens(provider, template, clientId, count);
-        sqlite?.exec('COMMIT');
-        return tokens;
-      } catch (error) {
-        sqlite?.exec('ROLLBACK');
-        throw error;
-      }
-    },
+    mint: (template, clientId, count) => mintRefreshTokens(provider, template, clientId, count),
   };
 }
 
@@ -68,7 +57,7 @@ async function gatehouseBasics(app: FastifyInstance, config: Config): Promise<vo
 /** Gatehouse's provider configuration (`buildApp`), with the adapter chosen by the benchmark. */
 function benchProvider(config: Config, storage: Storage, adapter: 'sqlite' | 'memory'): Provider {
   const vault = createVault(config.encryptionKeys);
-  const accounts = createAccountStore(storage.db, vault);
+  const accounts = createAccountStore(storage, vault);
   return createProvider({
     config,
     adapter:
@@ -76,7 +65,7 @@ function benchProvider(config: Config, storage: Storage, adapter: 'sqlite' | 'me
         ? createAdapterFactory(storage.sqlite, vault, createReplayHooks(storage.sqlite))
         : createMemoryAdapterFactory(1_000_000),
     jwks: loadSigningKeys(storage.db, vault),
-    findAccount: async (_ctx, sub) => (accounts.findAccount(sub) ? { accountId: sub, claims: async () => ({ sub }) } : undefined),
+    findAccount: accountFinder(accounts),
     renderErrorPage: (title, message) => `${title}: ${message}`,
   });
 }
@@ -84,7 +73,7 @@ function benchProvider(config: Config, storage: Storage, adapter: 'sqlite' | 'me
 /** The MCP apps built here serve the same McpServer over the same account store, behind the same CORS and error handling. */
 async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 'stateless'): Promise<FastifyInstance> {
   const storage = openDatabase(config.databasePath);
-  const accounts = createAccountStore(storage.db, createVault(config.encryptionKeys));
+  const accounts = createAccountStore(storage, createVault(config.encryptionKeys));
   const app = benchFastify(config);
   await gatehouseBasics(app, config);
   const options = {
@@ -108,7 +97,7 @@ async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 
  */
 async function stubLookupMcpApp(config: Config, accountId: string): Promise<FastifyInstance> {
   const storage = openDatabase(config.databasePath);
-  const accounts = createAccountStore(storage.db, createVault(config.encryptionKeys));
+  const accounts = createAccountStore(storage, createVault(config.encryptionKeys));
   const token = {
     isExpired: false,
     aud: config.resourceUrl,
@@ -151,7 +140,7 @@ async function benchOAuthApp(config: Config, adapter: 'sqlite' | 'memory'): Prom
     registrationsPerMinute: 1_000_000_000,
   });
   app.addHook('onClose', async () => storage.close());
-  return { app, port: 0, tokens: tokenMinter(provider, adapter === 'sqlite' ? storage.sqlite : undefined) };
+  return { app, port: 0, tokens: tokenMinter(provider) };
 }
 
 /** Builds one benchmark target; each runs alone in its own process (see `target-process.ts`). */
@@ -168,7 +157,7 @@ export async function buildTarget(kind: TargetKind, config: Config, accountId: s
       // connection to the same database writes rows the app's provider reads back.
       const storage = openDatabase(config.databasePath);
       app.addHook('onClose', async () => storage.close());
-      return { app, port: config.port, tokens: tokenMinter(benchProvider(config, storage, 'sqlite'), storage.sqlite) };
+      return { app, port: config.port, tokens: tokenMinter(benchProvider(config, storage, 'sqlite')) };
     }
     case 'stub-lookup-mcp':
       return { app: await stubLookupMcpApp(config, accountId), port: 0 };

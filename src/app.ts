@@ -12,7 +12,7 @@ import { mcpRoutes } from './mcp/routes.ts';
 import { createMcpServer } from './mcp/server.ts';
 import { createAdapterFactory, purgeExpired } from './oauth/adapter.ts';
 import { loadSigningKeys } from './oauth/keys.ts';
-import { createProvider } from './oauth/provider.ts';
+import { accountFinder, createProvider } from './oauth/provider.ts';
 import { createReplayHooks } from './oauth/replay-policy.ts';
 import { oauthRoutes } from './oauth/routes.ts';
 import { resourceScopeNames } from './oauth/scopes.ts';
@@ -35,13 +35,13 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const upstreams = createUpstreams(config);
   const storage = openDatabase(config.databasePath);
   const vault = createVault(config.encryptionKeys);
-  const accounts = createAccountStore(storage.db, vault);
+  const accounts = createAccountStore(storage, vault);
   const views = createViews();
   const provider = createProvider({
     config,
     adapter: createAdapterFactory(storage.sqlite, vault, createReplayHooks(storage.sqlite)),
     jwks: loadSigningKeys(storage.db, vault),
-    findAccount: async (_ctx, sub) => (accounts.findAccount(sub) ? { accountId: sub, claims: async () => ({ sub }) } : undefined),
+    findAccount: accountFinder(accounts),
     renderErrorPage: (title, message) => views.error({ title, message }),
     ...(overrides.dangerouslyFetchClientMetadata ? { dangerouslyFetchClientMetadata: overrides.dangerouslyFetchClientMetadata } : {}),
   });

@@ -11,30 +11,32 @@ const common = { maxAge: 600, credentials: false, strictPreflight: false } as co
  * once). `/authorize` and the interaction pages are top-level navigations and get no CORS at all.
  */
 export function corsPolicy(isAllowedMcpOrigin: (origin: string) => boolean): FastifyCorsOptions {
+  // Built once: the delegator runs on every request, /mcp included.
+  const open = {
+    ...common,
+    origin: true,
+    methods: ['GET', 'POST', 'PUT', 'DELETE'],
+    allowedHeaders: ['authorization', 'content-type', 'accept', 'mcp-protocol-version'],
+    exposedHeaders: ['WWW-Authenticate'],
+  };
+  const mcp = {
+    ...common,
+    methods: ['GET', 'POST', 'DELETE'],
+    allowedHeaders: ['authorization', 'content-type', 'accept', 'mcp-protocol-version', 'mcp-session-id', 'last-event-id'],
+    exposedHeaders: ['WWW-Authenticate', 'Mcp-Session-Id'],
+  };
+  const mcpAllowed = { ...mcp, origin: true };
+  const mcpRefused = { ...mcp, origin: false };
+  const none = { origin: false };
   return {
     hook: 'onRequest',
     delegator: (request, done) => {
       const url = request.url ?? '';
-      if (OPEN_PATHS.test(url)) {
-        return done(null, {
-          ...common,
-          origin: true,
-          methods: ['GET', 'POST', 'PUT', 'DELETE'],
-          allowedHeaders: ['authorization', 'content-type', 'accept', 'mcp-protocol-version'],
-          exposedHeaders: ['WWW-Authenticate'],
-        });
-      }
       if (MCP_PATH.test(url)) {
         const origin = request.headers.origin;
-        return done(null, {
-          ...common,
-          origin: origin === undefined || isAllowedMcpOrigin(origin),
-          methods: ['GET', 'POST', 'DELETE'],
-          allowedHeaders: ['authorization', 'content-type', 'accept', 'mcp-protocol-version', 'mcp-session-id', 'last-event-id'],
-          exposedHeaders: ['WWW-Authenticate', 'Mcp-Session-Id'],
-        });
+        return done(null, origin === undefined || isAllowedMcpOrigin(origin) ? mcpAllowed : mcpRefused);
       }
-      return done(null, { origin: false });
+      return done(null, OPEN_PATHS.test(url) ? open : none);
     },
   };
 }

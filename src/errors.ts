@@ -8,7 +8,11 @@ export class OAuthError extends Error {
   readonly headers: Readonly<Record<string, string>>;
 
   constructor(code: string, description: string, status = 400, headers: Record<string, string> = {}) {
+    // A protocol error is an answer, not a bug: capturing a stack would cost more than the rest of a 401.
+    const stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(description);
+    Error.stackTraceLimit = stackTraceLimit;
     this.name = 'OAuthError';
     this.code = code;
     this.status = status;

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { Adapter, AdapterFactory, AdapterPayload } from 'oidc-provider';
+import { createGroupCommit } from '../db/group-commit.ts';
 
 /** Seals payloads of models that embed a secret (a client secret, the session id inside an Interaction). */
 export interface PayloadSealer {
@@ -25,6 +26,8 @@ const SEALED_MODELS = new Set(['Client', 'Interaction']);
 /** Self-registered clients unused for this long are expired (a client that is used slides forward). */
 const CLIENT_IDLE_SECONDS = 90 * 24 * 3600;
 const CLIENT_SLIDE_AFTER_SECONDS = 24 * 3600;
+/** Opened Client payloads kept in memory, keyed by row; a changed row (new sealed text) misses. */
+const CLIENT_CACHE_SIZE = 1000;
 
 const sha256 = (value: string): string => createHash('sha256').update(value).digest('base64url');
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
@@ -63,6 +66,18 @@ export function createAdapterFactory(sqlite: Database.Database, sealer: PayloadS
     revokeByGrant: sqlite.prepare('DELETE FROM oidc_models WHERE model = ? AND grant_id_hash = ?'),
   };
 
+  const commit = createGroupCommit(sqlite);
+  // Every token request looks its client up; opening the sealed payload each time would cost two AES-GCM operations.
+  const openedClients = new Map<string, { sealed: string; json: string }>();
+  const openClient = (aad: string, idHash: string, sealedText: string): AdapterPayload => {
+    const cached = openedClients.get(idHash);
+    if (cached?.sealed === sealedText) return JSON.parse(cached.json);
+    const payload = sealer.openJson<AdapterPayload>(aad, sealedText);
+    if (openedClients.size >= CLIENT_CACHE_SIZE) openedClients.delete(openedClients.keys().next().value as string);
+    openedClients.set(idHash, { sealed: sealedText, json: JSON.stringify(payload) });
+    return payload;
+  };
+
   return (model: string): Adapter => {
     const sealed = SEALED_MODELS.has(model);
 
@@ -71,7 +86,8 @@ export function createAdapterFactory(sqlite: Database.Database, sealer: PayloadS
         return undefined;
       }
       const aad = `oidc:${model}:${idHash}`;
-      const payload: AdapterPayload = sealed ? sealer.openJson(aad, row.payload) : JSON.parse(row.payload);
+      const payload: AdapterPayload =
+        model === 'Client' ? openClient(aad, idHash, row.payload) : sealed ? sealer.openJson(aad, row.payload) : JSON.parse(row.payload);
       payload.jti = id;
       if (row.consumed_at !== null) payload.consumed = Math.floor(row.consumed_at / 1000);
       return payload;
@@ -88,7 +104,7 @@ export function createAdapterFactory(sqlite: Database.Database, sealer: PayloadS
         const uidHash = model === 'Session' && payload.uid ? sha256(payload.uid) : null;
         const text = sealed ? sealer.sealJson(`oidc:${model}:${idHash}`, rest) : JSON.stringify(rest);
         const ttl = expiresIn ?? (model === 'Client' ? CLIENT_IDLE_SECONDS : undefined);
-        statements.upsert.run(model, idHash, grantIdHash, uidHash, text, ttl ? nowSeconds() + ttl : null);
+        await commit(() => statements.upsert.run(model, idHash, grantIdHash, uidHash, text, ttl ? nowSeconds() + ttl : null));
       },
 
       async find(id) {

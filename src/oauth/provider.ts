@@ -29,6 +29,11 @@ const TTL = {
   Grant: 90 * 24 * 3600,
 };
 
+/** oidc-provider's account lookup: an account is whatever the account store knows; `sub` is its id. */
+export function accountFinder(accounts: { hasAccount(accountId: string): boolean }): FindAccount {
+  return async (_ctx, sub) => (accounts.hasAccount(sub) ? { accountId: sub, claims: async () => ({ sub }) } : undefined);
+}
+
 /** Same URL up to a trailing slash and the case of scheme and host (DESIGN.md §4). */
 export function isOurResource(resource: string, resourceUrl: string): boolean {
   const url = URL.parse(resource);

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { and, asc, eq } from 'drizzle-orm';
-import type { Db } from '../db/index.ts';
+import { and, eq } from 'drizzle-orm';
+import type { Storage } from '../db/index.ts';
 import { accounts, upstreamAccounts } from '../db/schema.ts';
 import type { UpstreamIdentity, UpstreamTokens } from './types.ts';
 import type { Vault } from './vault.ts';
@@ -29,6 +29,8 @@ export interface UpstreamLogin {
 }
 
 export interface AccountStore {
+  /** Whether the account exists (oidc-provider asks on every code and refresh exchange). */
+  hasAccount(accountId: string): boolean;
   findAccount(accountId: string): Account | undefined;
   /** Records a completed upstream login and returns the Gatehouse account it belongs to. */
   recordUpstreamLogin(login: UpstreamLogin): string;
@@ -42,27 +44,26 @@ const aadFor = (upstreamAccountId: string): string => `upstream_account:${upstre
  * Accounts and their linked upstream accounts. Accounts are keyed by (provider, upstream subject) and
  * never merged by email (DESIGN.md §3): an email is a claim the upstream may not have verified.
  */
-export function createAccountStore(db: Db, vault: Vault): AccountStore {
-  const linkedColumns = {
-    id: upstreamAccounts.id,
-    provider: upstreamAccounts.provider,
-    subject: upstreamAccounts.subject,
-    email: upstreamAccounts.email,
-    name: upstreamAccounts.name,
-    status: upstreamAccounts.status,
-  };
+export function createAccountStore({ db, sqlite }: Pick<Storage, 'db' | 'sqlite'>, vault: Vault): AccountStore {
+  // Hot paths (every token exchange, every whoami) use raw prepared statements: drizzle's row mapping
+  // cost more than the queries themselves. One LEFT JOIN answers both "exists?" and "linked with what?".
+  const selectExists = sqlite.prepare<[string], { id: string }>('SELECT id FROM accounts WHERE id = ?');
+  const selectAccount = sqlite.prepare<[string], { accountId: string } & { [K in keyof LinkedAccount]: LinkedAccount[K] | null }>(
+    `SELECT a.id AS accountId, u.id, u.provider, u.subject, u.email, u.name, u.status
+     FROM accounts a LEFT JOIN upstream_accounts u ON u.account_id = a.id WHERE a.id = ? ORDER BY u.created_at`,
+  );
 
   return {
+    hasAccount: (accountId) => selectExists.get(accountId) !== undefined,
+
     findAccount(accountId) {
-      const account = db.select().from(accounts).where(eq(accounts.id, accountId)).get();
-      if (!account) return undefined;
-      const upstream = db
-        .select(linkedColumns)
-        .from(upstreamAccounts)
-        .where(eq(upstreamAccounts.accountId, accountId))
-        .orderBy(asc(upstreamAccounts.createdAt))
-        .all();
-      return { id: account.id, upstream };
+      const rows = selectAccount.all(accountId);
+      if (rows.length === 0) return undefined;
+      const upstream = rows.filter((row): row is typeof row & LinkedAccount => row.id !== null);
+      return {
+        id: accountId,
+        upstream: upstream.map(({ id, provider, subject, email, name, status }) => ({ id, provider, subject, email, name, status })),
+      };
     },
 
     recordUpstreamLogin({ provider, identity, tokens, signedInAccountId }) {

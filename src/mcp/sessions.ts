@@ -1,0 +1,99 @@
+import { randomUUID } from 'node:crypto';
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { OAuthError } from '../errors.ts';
+import { hijackReply } from '../http.ts';
+import { accountIdOf } from './context.ts';
+
+export interface McpSessionsOptions {
+  createServer(): McpServer;
+  /** Sessions idle for this long are closed (the client re-initializes). */
+  idleMs?: number;
+  maxSessions?: number;
+}
+
+export interface McpSessions {
+  /** Serves one authenticated Streamable HTTP request: opens a session on `initialize`, else routes to one. */
+  handle(request: FastifyRequest, reply: FastifyReply, auth: AuthInfo): Promise<void>;
+  /** Closes every session (and so every open SSE stream); call before the HTTP server drains. */
+  closeAll(): Promise<void>;
+}
+
+interface Session {
+  transport: StreamableHTTPServerTransport;
+  accountId: string;
+  clientId: string;
+  lastSeen: number;
+}
+
+const notFound = { jsonrpc: '2.0', error: { code: -32001, message: 'Session not found' }, id: null };
+const noSession = { jsonrpc: '2.0', error: { code: -32000, message: 'Bad Request: no valid session id' }, id: null };
+
+/**
+ * Stateful Streamable HTTP sessions: one McpServer per session, built once at `initialize` rather
+ * than per request (the SDK's stateless pattern rebuilds server and validators every call). A session
+ * is bound to the user and client that opened it; another caller presenting its id gets "not found".
+ */
+export function createMcpSessions(options: McpSessionsOptions): McpSessions {
+  const sessions = new Map<string, Session>();
+  const idleMs = options.idleMs ?? 30 * 60_000;
+  const maxSessions = options.maxSessions ?? 10_000;
+
+  const sweep = setInterval(() => {
+    const cutoff = Date.now() - idleMs;
+    for (const session of sessions.values()) if (session.lastSeen < cutoff) void session.transport.close();
+  }, 60_000);
+  sweep.unref();
+
+  const open = (accountId: string, clientId: string): Session => {
+    const server = options.createServer();
+    const session: Session = {
+      accountId,
+      clientId,
+      lastSeen: Date.now(),
+      transport: new StreamableHTTPServerTransport({
+        sessionIdGenerator: () => randomUUID(),
+        // Plain JSON answers to POSTs: tools/call is request/response, and an SSE stream per call costs
+        // a third of the throughput. Server-initiated messages still flow on the GET stream.
+        enableJsonResponse: true,
+        onsessioninitialized: (id) => {
+          sessions.set(id, session);
+        },
+      }),
+    };
+    session.transport.onclose = () => {
+      if (session.transport.sessionId) sessions.delete(session.transport.sessionId);
+      void server.close();
+    };
+    void server.connect(session.transport);
+    return session;
+  };
+
+  return {
+    async handle(request, reply, auth) {
+      const accountId = accountIdOf(auth);
+      const sessionId = request.headers['mcp-session-id'];
+      let session: Session | undefined;
+      if (typeof sessionId === 'string') {
+        session = sessions.get(sessionId);
+        if (!session || session.accountId !== accountId || session.clientId !== auth.clientId) return void reply.code(404).send(notFound);
+      } else if (request.method === 'POST' && isInitializeRequest(request.body)) {
+        if (sessions.size >= maxSessions)
+          throw new OAuthError('temporarily_unavailable', 'too many open MCP sessions, retry later', 503, { 'retry-after': '30' });
+        session = open(accountId, auth.clientId);
+      } else {
+        return void reply.code(400).send(noSession);
+      }
+      session.lastSeen = Date.now();
+      (request.raw as typeof request.raw & { auth?: AuthInfo }).auth = auth;
+      await session.transport.handleRequest(request.raw, hijackReply(reply), request.body);
+    },
+    async closeAll() {
+      clearInterval(sweep);
+      await Promise.all([...sessions.values()].map((session) => session.transport.close()));
+    },
+  };
+}
