@@ -62,7 +62,7 @@ function benchProvider(config: Config, storage: Storage, adapter: 'sqlite' | 'me
     config,
     adapter:
       adapter === 'sqlite'
-        ? createAdapterFactory(storage.sqlite, vault, createReplayHooks(storage.sqlite))
+        ? createAdapterFactory(storage.sqlite, storage.commits, vault, createReplayHooks(storage.sqlite))
         : createMemoryAdapterFactory(1_000_000),
     jwks: loadSigningKeys(storage.db, vault),
     findAccount: accountFinder(accounts),
@@ -137,6 +137,7 @@ async function benchOAuthApp(config: Config, adapter: 'sqlite' | 'memory'): Prom
     publicUrl: config.publicUrl,
     resourceUrl: config.resourceUrl,
     trustProxy: config.trustProxy,
+    durable: storage.commits.durable,
     registrationsPerMinute: 1_000_000_000,
   });
   app.addHook('onClose', async () => storage.close());

@@ -39,48 +39,49 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const views = createViews();
   const provider = createProvider({
     config,
-    adapter: createAdapterFactory(storage.sqlite, vault, createReplayHooks(storage.sqlite)),
+    adapter: createAdapterFactory(storage.sqlite, storage.commits, vault, createReplayHooks(storage.sqlite)),
     jwks: loadSigningKeys(storage.db, vault),
     findAccount: accountFinder(accounts),
     renderErrorPage: (title, message) => views.error({ title, message }),
     ...(overrides.dangerouslyFetchClientMetadata ? { dangerouslyFetchClientMetadata: overrides.dangerouslyFetchClientMetadata } : {}),
   });
-  const bearer = {
-    provider,
-    resourceUrl: config.resourceUrl,
-    resourceMetadataUrl: `${config.publicUrl}/.well-known/oauth-protected-resource/mcp`,
-    requiredScopes: resourceScopeNames,
-  };
-
-  const isAllowedOrigin = createOriginCheck(config.publicUrl, config.mcpAllowedOrigins);
-
-  await app.register(errorHandler); // OAuthError → RFC 6749 body; opaque 500s
-  await app.register(cors, corsPolicy(isAllowedOrigin)); // CORS for metadata, /register, /token, /revoke, /mcp; none for pages
-  await app.register(oauthRoutes, {
-    provider,
-    publicUrl: config.publicUrl,
-    resourceUrl: config.resourceUrl,
-    trustProxy: config.trustProxy,
-    registrationsPerMinute: 60,
-  }); // discovery, /authorize, /token, /register, /revoke, /introspect, /jwks
-  await app.register(loginRoutes, {
+  const { publicUrl, resourceUrl, trustProxy } = config;
+  const { durable } = storage.commits;
+  const isAllowedOrigin = createOriginCheck(publicUrl, config.mcpAllowedOrigins);
+  const oauth = { provider, publicUrl, resourceUrl, trustProxy, durable, registrationsPerMinute: 60 };
+  const login = {
     provider,
     db: storage.db,
     vault,
     views,
     accounts,
     ...upstreams,
-    publicUrl: config.publicUrl,
-    resourceUrl: config.resourceUrl,
+    publicUrl,
+    resourceUrl,
     cookieSecrets: config.cookieSecrets,
-  }); // consent, upstream callback, demo sign-in
-  await app.register(mcpRoutes, {
-    bearer,
-    issuer: config.publicUrl,
+    durable,
+  };
+  const mcp = {
+    bearer: {
+      provider,
+      resourceUrl,
+      resourceMetadataUrl: `${publicUrl}/.well-known/oauth-protected-resource/mcp`,
+      requiredScopes: resourceScopeNames,
+    },
+    issuer: publicUrl,
     scopesSupported: resourceScopeNames,
     isAllowedOrigin,
     createServer: () => createMcpServer({ accounts, version: '0.1.0' }),
-  }); // PRM, bearer gate, /mcp
+  };
+
+  app.addHook('onSend', async () => {
+    await durable();
+  }); // no response acknowledges a write before it is on disk (db/commits.ts)
+  await app.register(errorHandler); // OAuthError → RFC 6749 body; opaque 500s
+  await app.register(cors, corsPolicy(isAllowedOrigin)); // CORS for metadata, /register, /token, /revoke, /mcp; none for pages
+  await app.register(oauthRoutes, oauth); // discovery, /authorize, /token, /register, /revoke, /introspect, /jwks
+  await app.register(loginRoutes, login); // consent, upstream callback, demo sign-in
+  await app.register(mcpRoutes, mcp); // protected-resource metadata, bearer gate, /mcp
   app.get('/healthz', async () => ({ status: 'ok' })); // container healthcheck
 
   const purge = setInterval(() => purgeExpired(storage.sqlite), 10 * 60_000);

@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { type BetterSQLite3Database, drizzle } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
+import { type Commits, createCommits } from './commits.ts';
 import * as schema from './schema.ts';
 
 export type Db = BetterSQLite3Database<typeof schema>;
@@ -12,6 +13,8 @@ export interface Storage {
   readonly db: Db;
   /** The raw connection, for prepared statements on hot paths (the oidc-provider adapter). */
   readonly sqlite: Database.Database;
+  /** Group commit for token writes; responses wait for `commits.durable()` (see commits.ts). */
+  readonly commits: Commits;
   close(): void;
 }
 
@@ -31,5 +34,15 @@ export function openDatabase(path: string): Storage {
   sqlite.pragma('foreign_keys = ON');
   const db = drizzle(sqlite, { schema });
   migrate(db, { migrationsFolder });
-  return { db, sqlite, close: () => sqlite.close() };
+  const commits = createCommits(sqlite);
+  return {
+    db,
+    sqlite,
+    commits,
+    close: () => {
+      // A batch still open at shutdown is committed, not lost.
+      if (sqlite.inTransaction) sqlite.exec('COMMIT');
+      sqlite.close();
+    },
+  };
 }

@@ -7,6 +7,7 @@ import helmet from '@fastify/helmet';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Provider } from 'oidc-provider';
 import type { Db } from '../db/index.ts';
+import { hijackReply } from '../http.ts';
 import type { AccountStore } from '../upstream/accounts.ts';
 import type { DemoProvider } from '../upstream/demo.ts';
 import { UpstreamLoginError, type UpstreamProvider } from '../upstream/types.ts';
@@ -28,6 +29,8 @@ export interface LoginRoutesOptions {
   publicUrl: string;
   resourceUrl: string;
   cookieSecrets: readonly string[];
+  /** Resolves when writes so far are durable (responses written by the provider wait for it). */
+  durable(): Promise<void>;
 }
 
 /** The consent page's choice for "continue as the account already signed in here". */
@@ -150,10 +153,10 @@ export async function loginRoutes(app: FastifyInstance, options: LoginRoutesOpti
   app.post<{ Params: { uid: string } }>('/interaction/:uid/cancel', { preHandler: app.csrfProtection }, async (request, reply) => {
     if (!(await loadInteraction(request, reply))) return errorPage(reply, 400, expired);
     // Phase 2 of the two-phase rule: client and redirect URI are trusted now, so the error goes back to the client.
-    reply.hijack();
+    const res = hijackReply(reply, options.durable);
     await provider.interactionFinished(
       request.raw,
-      reply.raw,
+      res,
       { error: 'access_denied', error_description: 'the user declined' },
       { mergeWithLastSubmission: false },
     );

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { Adapter, AdapterFactory, AdapterPayload } from 'oidc-provider';
-import { createGroupCommit } from '../db/group-commit.ts';
+import type { Commits } from '../db/commits.ts';
 
 /** Seals payloads of models that embed a secret (a client secret, the session id inside an Interaction). */
 export interface PayloadSealer {
@@ -44,7 +44,12 @@ interface Row {
  * `jti` is stripped from payloads and restored on read, and `consume` is one conditional UPDATE so
  * two requests racing on one code cannot both win.
  */
-export function createAdapterFactory(sqlite: Database.Database, sealer: PayloadSealer, hooks: ReplayHooks): AdapterFactory {
+export function createAdapterFactory(
+  sqlite: Database.Database,
+  commits: Commits,
+  sealer: PayloadSealer,
+  hooks: ReplayHooks,
+): AdapterFactory {
   const statements = {
     upsert: sqlite.prepare(
       `INSERT INTO oidc_models (model, id_hash, grant_id_hash, uid_hash, payload, expires_at) VALUES (?, ?, ?, ?, ?, ?)
@@ -66,7 +71,7 @@ export function createAdapterFactory(sqlite: Database.Database, sealer: PayloadS
     revokeByGrant: sqlite.prepare('DELETE FROM oidc_models WHERE model = ? AND grant_id_hash = ?'),
   };
 
-  const commit = createGroupCommit(sqlite);
+  const commit = commits.write;
   // Every token request looks its client up; opening the sealed payload each time would cost two AES-GCM operations.
   const openedClients = new Map<string, { sealed: string; json: string }>();
   const openClient = (aad: string, idHash: string, sealedText: string): AdapterPayload => {
@@ -104,7 +109,7 @@ export function createAdapterFactory(sqlite: Database.Database, sealer: PayloadS
         const uidHash = model === 'Session' && payload.uid ? sha256(payload.uid) : null;
         const text = sealed ? sealer.sealJson(`oidc:${model}:${idHash}`, rest) : JSON.stringify(rest);
         const ttl = expiresIn ?? (model === 'Client' ? CLIENT_IDLE_SECONDS : undefined);
-        await commit(() => statements.upsert.run(model, idHash, grantIdHash, uidHash, text, ttl ? nowSeconds() + ttl : null));
+        commit(() => statements.upsert.run(model, idHash, grantIdHash, uidHash, text, ttl ? nowSeconds() + ttl : null));
       },
 
       async find(id) {
@@ -118,7 +123,7 @@ export function createAdapterFactory(sqlite: Database.Database, sealer: PayloadS
           row.expires_at !== null &&
           row.expires_at - nowSeconds() < CLIENT_IDLE_SECONDS - CLIENT_SLIDE_AFTER_SECONDS
         ) {
-          statements.slide.run(nowSeconds() + CLIENT_IDLE_SECONDS, model, idHash);
+          commit(() => statements.slide.run(nowSeconds() + CLIENT_IDLE_SECONDS, model, idHash));
         }
         if (row.consumed_at === null) return payload;
         const decision = hooks.onConsumedFind(model, payload, row.consumed_at, supersededAt(row, row.consumed_at));
@@ -144,8 +149,8 @@ export function createAdapterFactory(sqlite: Database.Database, sealer: PayloadS
 
       async consume(id) {
         const idHash = sha256(id);
-        const now = Date.now();
-        if (statements.consume.run(now, model, idHash).changes === 1) return;
+        // One conditional UPDATE: of two racing consumers, exactly one changes the row.
+        if (commit(() => statements.consume.run(Date.now(), model, idHash)).changes === 1) return;
         const row = statements.find.get(model, idHash);
         const payload = row ? decode(id, idHash, row) : undefined;
         if (
@@ -159,11 +164,11 @@ export function createAdapterFactory(sqlite: Database.Database, sealer: PayloadS
       },
 
       async destroy(id) {
-        statements.destroy.run(model, sha256(id));
+        commit(() => statements.destroy.run(model, sha256(id)));
       },
 
       async revokeByGrantId(grantId) {
-        statements.revokeByGrant.run(model, sha256(grantId));
+        commit(() => statements.revokeByGrant.run(model, sha256(grantId)));
       },
     };
   };

@@ -14,6 +14,8 @@ export interface OAuthRoutesOptions {
   resourceUrl: string;
   /** Whether X-Forwarded-For from a TLS-terminating proxy names the client (TRUST_PROXY). */
   trustProxy: boolean;
+  /** Resolves when the provider's writes so far are durable; every response waits for it. */
+  durable(): Promise<void>;
   /** DCR requests per minute per client IP; shared egress IPs (claude.ai, ChatGPT) stay well below it. */
   registrationsPerMinute: number;
 }
@@ -61,7 +63,7 @@ export async function oauthRoutes(app: FastifyInstance, options: OAuthRoutesOpti
 
   const dispatch = (request: FastifyRequest, reply: FastifyReply): void => {
     pinPublicOrigin(request);
-    void callback(request.raw, hijackReply(reply));
+    void callback(request.raw, hijackReply(reply, options.durable));
   };
 
   app.removeAllContentTypeParsers();

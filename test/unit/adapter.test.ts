@@ -33,7 +33,7 @@ describe('SQLite adapter for oidc-provider', () => {
   });
 
   it('stores only sha256 of ids and strips jti from payloads, restoring it on read', async () => {
-    const adapter = createAdapterFactory(storage.sqlite, vault, hooks())('AccessToken');
+    const adapter = createAdapterFactory(storage.sqlite, storage.commits, vault, hooks())('AccessToken');
     const id = `at-${randomBytes(16).toString('base64url')}`;
     await adapter.upsert(id, { jti: id, grantId: 'g0', accountId: 'a1', clientId: 'c1' }, 60);
     const dump = JSON.stringify(rows(storage));
@@ -42,7 +42,7 @@ describe('SQLite adapter for oidc-provider', () => {
   });
 
   it('seals Client and Interaction payloads (client secrets, embedded session ids)', async () => {
-    const factory = createAdapterFactory(storage.sqlite, vault, hooks());
+    const factory = createAdapterFactory(storage.sqlite, storage.commits, vault, hooks());
     await factory('Client').upsert('client-1', { client_id: 'client-1', client_secret: 'canary-client-secret' });
     await factory('Interaction').upsert('int-1', { session: { cookie: 'canary-session-id' } } as never, 60);
     const dump = JSON.stringify(rows(storage));
@@ -52,13 +52,13 @@ describe('SQLite adapter for oidc-provider', () => {
   });
 
   it('consumes atomically: the second consumer gets invalid_grant unless the policy forgives it', async () => {
-    const factory = createAdapterFactory(storage.sqlite, vault, hooks());
+    const factory = createAdapterFactory(storage.sqlite, storage.commits, vault, hooks());
     const codes = factory('AuthorizationCode');
     await codes.upsert('code-1', { grantId: 'g1', clientId: 'c1' }, 60);
     await codes.consume('code-1');
     await expect(codes.consume('code-1')).rejects.toBeInstanceOf(errors.InvalidGrant);
 
-    const forgiving = createAdapterFactory(storage.sqlite, vault, hooks('allow', true))('RefreshToken');
+    const forgiving = createAdapterFactory(storage.sqlite, storage.commits, vault, hooks('allow', true))('RefreshToken');
     await forgiving.upsert('rt-1', { grantId: 'g1', clientId: 'c1' }, 60);
     await forgiving.consume('rt-1');
     await expect(forgiving.consume('rt-1')).resolves.toBeUndefined();
@@ -71,7 +71,7 @@ describe('SQLite adapter for oidc-provider', () => {
       ['reuse', true],
     ] as const) {
       const policy = hooks(decision);
-      const tokens = createAdapterFactory(storage.sqlite, vault, policy)('RefreshToken');
+      const tokens = createAdapterFactory(storage.sqlite, storage.commits, vault, policy)('RefreshToken');
       const id = `rt-${decision}`;
       await tokens.upsert(id, { grantId: 'g2', clientId: 'c1' }, 60);
       await tokens.consume(id);
@@ -82,7 +82,7 @@ describe('SQLite adapter for oidc-provider', () => {
   });
 
   it('finds sessions by uid and revokes every artifact of a grant', async () => {
-    const factory = createAdapterFactory(storage.sqlite, vault, hooks());
+    const factory = createAdapterFactory(storage.sqlite, storage.commits, vault, hooks());
     await factory('Session').upsert('session-id', { uid: 'uid-1', accountId: 'a1' }, 60);
     expect(await factory('Session').findByUid('uid-1')).toMatchObject({ accountId: 'a1' });
     await factory('AccessToken').upsert('at-g', { grantId: 'g3' }, 60);
@@ -93,7 +93,7 @@ describe('SQLite adapter for oidc-provider', () => {
   });
 
   it('purges expired rows, keeping codes and refresh tokens a day longer for reuse detection', async () => {
-    const factory = createAdapterFactory(storage.sqlite, vault, hooks());
+    const factory = createAdapterFactory(storage.sqlite, storage.commits, vault, hooks());
     await factory('AccessToken').upsert('expired-at', { grantId: 'g4' }, 1);
     await factory('RefreshToken').upsert('expired-rt', { grantId: 'g4' }, 1);
     await factory('AccessToken').upsert('live-at', { grantId: 'g4' }, 3600);
@@ -104,7 +104,7 @@ describe('SQLite adapter for oidc-provider', () => {
   });
 
   it('expires self-registered clients after 90 idle days', async () => {
-    const clients = createAdapterFactory(storage.sqlite, vault, hooks())('Client');
+    const clients = createAdapterFactory(storage.sqlite, storage.commits, vault, hooks())('Client');
     await clients.upsert('idle-client', { client_id: 'idle-client' });
     const [row] = rows(storage);
     expect(Number(row?.expires_at) - Math.floor(Date.now() / 1000)).toBeGreaterThan(89 * 86400);

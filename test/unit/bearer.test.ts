@@ -47,7 +47,7 @@ describe('verifyBearer', () => {
     const vault = createVault(config.encryptionKeys);
     provider = createProvider({
       config,
-      adapter: createAdapterFactory(storage.sqlite, vault, createReplayHooks(storage.sqlite)),
+      adapter: createAdapterFactory(storage.sqlite, storage.commits, vault, createReplayHooks(storage.sqlite)),
       jwks: { keys: [] },
       findAccount: async () => undefined,
       renderErrorPage: () => '',
