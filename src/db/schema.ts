@@ -57,7 +57,7 @@ export const upstreamAccounts = sqliteTable(
   },
   (table) => [
     uniqueIndex('upstream_accounts_subject').on(table.provider, table.subject),
-    index('upstream_accounts_account').on(table.accountId),
+    index('upstream_accounts_account').on(table.accountId, table.createdAt),
   ],
 );
 
