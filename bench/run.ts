@@ -18,6 +18,8 @@ import { type Bench, type BenchId, setUp } from './setup.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+/** `BENCH_TIME_LIMIT` seconds for the whole run, after which it stops itself. */
+const TIME_LIMIT_SECONDS = Number(process.env.BENCH_TIME_LIMIT ?? 480);
 const WARMUP_SECONDS = 1;
 const CONNECTIONS = 10;
 /** `BENCH_CPU_PROF=<dir>` saves a CPU profile of the target during every measured run (it slows the run). */
@@ -138,5 +140,12 @@ async function main(): Promise<void> {
     cleanUp();
   }
 }
+
+/** The whole run is bounded: if anything hangs, say so and stop (targets exit when this process does). */
+const watchdog = setTimeout(() => {
+  process.stderr.write(`benchmark did not finish within ${TIME_LIMIT_SECONDS} s; stopping\n`);
+  process.exit(1);
+}, TIME_LIMIT_SECONDS * 1000);
+watchdog.unref();
 
 await main();
