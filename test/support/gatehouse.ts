@@ -45,10 +45,8 @@ export function testEnv(port: number, overrides: Record<string, string> = {}): R
   };
 }
 
-/** Builds the app as server.ts does and listens on 127.0.0.1 on a free port. */
-export async function startGatehouse(env: Record<string, string> = {}, overrides: AppOverrides = {}): Promise<TestGatehouse> {
-  const port = await freePort();
-  const config = loadConfig(testEnv(port, env), () => {});
+/** A log destination that keeps every line, so tests can grep the logs for canaries. */
+function captureLogs(): { logs: string[]; logStream: Writable } {
   const logs: string[] = [];
   const logStream = new Writable({
     write(chunk, _encoding, done) {
@@ -56,6 +54,14 @@ export async function startGatehouse(env: Record<string, string> = {}, overrides
       done();
     },
   });
+  return { logs, logStream };
+}
+
+/** Builds the app as server.ts does and listens on 127.0.0.1 on a free port. */
+export async function startGatehouse(env: Record<string, string> = {}, overrides: AppOverrides = {}): Promise<TestGatehouse> {
+  const port = await freePort();
+  const config = loadConfig(testEnv(port, env), () => {});
+  const { logs, logStream } = captureLogs();
   const app = await buildApp(config, { logStream, ...overrides });
   await app.listen({ port, host: '127.0.0.1' });
   return {
@@ -77,13 +83,7 @@ export async function buildTestApp(
   overrides: AppOverrides = {},
 ): Promise<{ app: FastifyInstance; config: Config; logs: string[] }> {
   const config = loadConfig(testEnv(3000, env), () => {});
-  const logs: string[] = [];
-  const logStream = new Writable({
-    write(chunk, _encoding, done) {
-      logs.push(String(chunk));
-      done();
-    },
-  });
+  const { logs, logStream } = captureLogs();
   const app = await buildApp(config, { logStream, ...overrides });
   app.addHook('onClose', async () => rmSync(join(config.databasePath, '..'), { recursive: true, force: true }));
   return { app, config, logs };
