@@ -74,9 +74,11 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     createServer: () => createMcpServer({ accounts, version: '0.1.0' }),
   };
 
-  app.addHook('onSend', async () => {
-    await durable();
-  }); // no response acknowledges a write before it is on disk (db/commits.ts)
+  app.addHook('onSend', (_request, _reply, payload, done) => {
+    // No response acknowledges a write before it is on disk (db/commits.ts); most have nothing to wait for.
+    if (!storage.commits.pending()) return done(null, payload);
+    durable().then(() => done(null, payload), done);
+  });
   await app.register(errorHandler); // OAuthError → RFC 6749 body; opaque 500s
   await app.register(cors, corsPolicy(isAllowedOrigin)); // CORS for metadata, /register, /token, /revoke, /mcp; none for pages
   await app.register(oauthRoutes, oauth); // discovery, /authorize, /token, /register, /revoke, /introspect, /jwks

@@ -15,6 +15,8 @@ export interface Commits {
   write<T>(write: () => T): T;
   /** Resolves once every write made so far is committed; rejects if that commit failed. */
   durable(): Promise<void>;
+  /** Whether any write is waiting for its commit (lets hot paths skip waiting on nothing). */
+  pending(): boolean;
 }
 
 /** How long a batch stays open for more writes; it is also the most a token response waits for it. */
@@ -55,5 +57,6 @@ export function createCommits(sqlite: Database.Database): Commits {
       return write();
     },
     durable: () => batch?.done ?? Promise.resolve(),
+    pending: () => batch !== undefined,
   };
 }
