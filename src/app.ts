@@ -10,7 +10,7 @@ import { createViews } from './login/views.ts';
 import { createOriginCheck } from './mcp/origin.ts';
 import { mcpRoutes } from './mcp/routes.ts';
 import { createMcpServer } from './mcp/server.ts';
-import { createAdapterFactory, purgeExpired } from './oauth/adapter.ts';
+import { accessTokenExistence, createAdapterFactory, purgeExpired } from './oauth/adapter.ts';
 import { loadSigningKeys } from './oauth/keys.ts';
 import { accountFinder, createProvider } from './oauth/provider.ts';
 import { createReplayHooks } from './oauth/replay-policy.ts';
@@ -67,6 +67,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       resourceUrl,
       resourceMetadataUrl: `${publicUrl}/.well-known/oauth-protected-resource/mcp`,
       requiredScopes: resourceScopeNames,
+      tokenExists: accessTokenExistence(storage.sqlite),
     },
     issuer: publicUrl,
     scopesSupported: resourceScopeNames,

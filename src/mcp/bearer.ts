@@ -9,7 +9,22 @@ export interface BearerOptions {
   resourceMetadataUrl: string;
   /** Scopes every MCP request needs; named in the challenge so the client asks for them. */
   requiredScopes: readonly string[];
+  /**
+   * Whether an access token's row still exists and has not expired: one covering-index read. With it,
+   * a token verified once is not decoded again, but revocation (which deletes the row) still takes
+   * effect on the very next request, in every process sharing the database.
+   */
+  tokenExists?(token: string): boolean;
 }
+
+interface Verified {
+  auth: AuthInfo;
+  expiresAt: number | undefined;
+}
+
+/** Tokens already verified through the provider's model, per gate; bounded, oldest evicted first. */
+const verifiedByGate = new WeakMap<BearerOptions, Map<string, Verified>>();
+const VERIFIED_MAX = 10_000;
 
 /** oidc-provider's opaque tokens are 43 base64url characters; anything else is refused before a lookup. */
 const OPAQUE_TOKEN = /^[A-Za-z0-9_-]{20,128}$/;
@@ -40,6 +55,14 @@ export async function verifyBearer(header: string | undefined, options: BearerOp
   const token = match[1] as string;
   if (!OPAQUE_TOKEN.test(token)) throw unauthorized(options, 'the access token is malformed');
 
+  const verified = options.tokenExists ? verifiedByGate.get(options)?.get(token) : undefined;
+  if (verified) {
+    const live = (verified.expiresAt === undefined || verified.expiresAt > Date.now() / 1000) && options.tokenExists?.(token);
+    if (live) return verified.auth;
+    verifiedByGate.get(options)?.delete(token);
+    throw unauthorized(options, 'the access token is expired, revoked or unknown');
+  }
+
   const accessToken = await options.provider.AccessToken.find(token);
   if (!accessToken || accessToken.isExpired) throw unauthorized(options, 'the access token is expired, revoked or unknown');
   if (accessToken.aud !== options.resourceUrl) throw unauthorized(options, 'the access token was issued for another resource');
@@ -53,12 +76,21 @@ export async function verifyBearer(header: string | undefined, options: BearerOp
       'www-authenticate': bearerChallenge(options, { code: 'insufficient_scope', description, scope: options.requiredScopes }),
     });
   }
-  return {
+  const auth: AuthInfo = Object.freeze({
     token,
     clientId: accessToken.clientId as string,
     scopes,
     ...(accessToken.exp ? { expiresAt: accessToken.exp } : {}),
     resource: new URL(options.resourceUrl),
-    extra: { accountId: accessToken.accountId, grantId: accessToken.grantId },
-  };
+    extra: Object.freeze({ accountId: accessToken.accountId, grantId: accessToken.grantId }),
+  });
+  if (options.tokenExists) remember(options, token, { auth, expiresAt: accessToken.exp });
+  return auth;
+}
+
+function remember(options: BearerOptions, token: string, verified: Verified): void {
+  let cache = verifiedByGate.get(options);
+  if (!cache) verifiedByGate.set(options, (cache = new Map()));
+  if (cache.size >= VERIFIED_MAX) cache.delete(cache.keys().next().value as string);
+  cache.set(token, verified);
 }

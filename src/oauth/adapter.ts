@@ -174,6 +174,17 @@ export function createAdapterFactory(
   };
 }
 
+/**
+ * Whether an access token's row exists and has not expired, without decoding it: the bearer gate's
+ * check for tokens it has already verified once (revocation and grant revocation delete the row).
+ */
+export function accessTokenExistence(sqlite: Database.Database): (token: string) => boolean {
+  const statement = sqlite.prepare<[string, number], { found: number }>(
+    "SELECT 1 AS found FROM oidc_models WHERE model = 'AccessToken' AND id_hash = ? AND (expires_at IS NULL OR expires_at > ?)",
+  );
+  return (token) => statement.get(sha256(token), nowSeconds()) !== undefined;
+}
+
 /** Deletes every artifact of one grant across all models (used when a replay proves a leak). */
 export function revokeGrantEverywhere(sqlite: Database.Database, grantId: string): void {
   sqlite.prepare('DELETE FROM oidc_models WHERE grant_id_hash = ?').run(sha256(grantId));

@@ -5,7 +5,7 @@ import { loadConfig } from '../../src/config.ts';
 import { openDatabase } from '../../src/db/index.ts';
 import { OAuthError } from '../../src/errors.ts';
 import { type BearerOptions, verifyBearer } from '../../src/mcp/bearer.ts';
-import { createAdapterFactory } from '../../src/oauth/adapter.ts';
+import { accessTokenExistence, createAdapterFactory } from '../../src/oauth/adapter.ts';
 import { createProvider } from '../../src/oauth/provider.ts';
 import { createReplayHooks } from '../../src/oauth/replay-policy.ts';
 import { createVault } from '../../src/upstream/vault.ts';
@@ -23,6 +23,7 @@ const config = loadConfig(
 describe('verifyBearer', () => {
   let provider: Provider;
   let options: BearerOptions;
+  let storage: ReturnType<typeof openDatabase>;
 
   /** Mints an opaque access token the way the token endpoint does, for a chosen audience and scope. */
   const mint = async (audience: string, scope = 'mcp'): Promise<string> => {
@@ -43,7 +44,7 @@ describe('verifyBearer', () => {
   };
 
   beforeAll(() => {
-    const storage = openDatabase(':memory:');
+    storage = openDatabase(':memory:');
     const vault = createVault(config.encryptionKeys);
     provider = createProvider({
       config,
@@ -116,6 +117,20 @@ describe('verifyBearer', () => {
     const error = await rejection(undefined);
     expect(error.status).toBe(401);
     expect(error.headers['www-authenticate']).toBe(`Bearer resource_metadata="${options.resourceMetadataUrl}", scope="mcp"`);
+  });
+
+  it('takes revocation into account on the very next request, even for a token it has verified before', async () => {
+    const gate = { ...options, tokenExists: accessTokenExistence(storage.sqlite) };
+    const token = await mint(config.resourceUrl);
+    await storage.commits.durable();
+    expect((await verifyBearer(`Bearer ${token}`, gate)).extra).toMatchObject({ accountId: 'account-1' });
+    expect((await verifyBearer(`Bearer ${token}`, gate)).extra).toMatchObject({ accountId: 'account-1' });
+    await provider.AccessToken.adapter.destroy(token);
+    const error = await verifyBearer(`Bearer ${token}`, gate).then(
+      () => undefined,
+      (thrown: unknown) => thrown as OAuthError,
+    );
+    expect(error?.status).toBe(401);
   });
 
   it('answers 403 insufficient_scope for a token without the required scope', async () => {
