@@ -36,11 +36,18 @@ export function bearerChallenge(options: BearerOptions, error?: { code: string; 
   return `Bearer ${params.join(', ')}`;
 }
 
+/** The challenge to a request without a token never changes (RFC 6750 §3.1: no error code); build it once per gate. */
+const noTokenHeaders = new WeakMap<BearerOptions, Record<string, string>>();
+
 function unauthorized(options: BearerOptions, description?: string): OAuthError {
-  const challenge = description ? bearerChallenge(options, { code: 'invalid_token', description }) : bearerChallenge(options);
-  return new OAuthError(description ? 'invalid_token' : 'invalid_request', description ?? 'an access token is required', 401, {
-    'www-authenticate': challenge,
-  });
+  if (description) {
+    return new OAuthError('invalid_token', description, 401, {
+      'www-authenticate': bearerChallenge(options, { code: 'invalid_token', description }),
+    });
+  }
+  let headers = noTokenHeaders.get(options);
+  if (!headers) noTokenHeaders.set(options, (headers = { 'www-authenticate': bearerChallenge(options) }));
+  return new OAuthError('invalid_request', 'an access token is required', 401, headers);
 }
 
 /**
