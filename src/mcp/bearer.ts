@@ -46,7 +46,10 @@ function unauthorized(options: BearerOptions, description?: string): OAuthError 
     });
   }
   let headers = noTokenHeaders.get(options);
-  if (!headers) noTokenHeaders.set(options, (headers = { 'www-authenticate': bearerChallenge(options) }));
+  if (!headers) {
+    headers = { 'www-authenticate': bearerChallenge(options) };
+    noTokenHeaders.set(options, headers);
+  }
   return new OAuthError('invalid_request', 'an access token is required', 401, headers);
 }
 
@@ -97,7 +100,10 @@ export async function verifyBearer(header: string | undefined, options: BearerOp
 
 function remember(options: BearerOptions, token: string, verified: Verified): void {
   let cache = verifiedByGate.get(options);
-  if (!cache) verifiedByGate.set(options, (cache = new Map()));
+  if (!cache) {
+    cache = new Map();
+    verifiedByGate.set(options, cache);
+  }
   if (cache.size >= VERIFIED_MAX) cache.delete(cache.keys().next().value as string);
   cache.set(token, verified);
 }
