@@ -137,7 +137,7 @@ async function benchOAuthApp(config: Config, adapter: 'sqlite' | 'memory'): Prom
     publicUrl: config.publicUrl,
     resourceUrl: config.resourceUrl,
     trustProxy: config.trustProxy,
-    durable: storage.commits.durable,
+    commits: storage.commits,
     registrationsPerMinute: 1_000_000_000,
   });
   app.addHook('onClose', async () => storage.close());

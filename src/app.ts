@@ -46,9 +46,9 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     ...(overrides.dangerouslyFetchClientMetadata ? { dangerouslyFetchClientMetadata: overrides.dangerouslyFetchClientMetadata } : {}),
   });
   const { publicUrl, resourceUrl, trustProxy } = config;
-  const { durable } = storage.commits;
+  const { commits } = storage;
   const isAllowedOrigin = createOriginCheck(publicUrl, config.mcpAllowedOrigins);
-  const oauth = { provider, publicUrl, resourceUrl, trustProxy, durable, registrationsPerMinute: 60 };
+  const oauth = { provider, publicUrl, resourceUrl, trustProxy, commits, registrationsPerMinute: 60 };
   const login = {
     provider,
     db: storage.db,
@@ -59,7 +59,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     publicUrl,
     resourceUrl,
     cookieSecrets: config.cookieSecrets,
-    durable,
+    commits,
   };
   const mcp = {
     bearer: {
@@ -77,8 +77,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
 
   app.addHook('onSend', (_request, _reply, payload, done) => {
     // No response acknowledges a write before it is on disk (db/commits.ts); most have nothing to wait for.
-    if (!storage.commits.pending()) return done(null, payload);
-    durable().then(() => done(null, payload), done);
+    if (!commits.pending()) return done(null, payload);
+    commits.durable().then(() => done(null, payload), done);
   });
   await app.register(errorHandler); // OAuthError → RFC 6749 body; opaque 500s
   await app.register(cors, corsPolicy(isAllowedOrigin)); // CORS for metadata, /register, /token, /revoke, /mcp; none for pages

@@ -1,25 +1,30 @@
 import type { FastifyReply } from 'fastify';
+import type { Commits } from './db/commits.ts';
 
 /**
  * Hands the raw response to a library that writes it itself (oidc-provider, the MCP transport).
  * Headers set by hooks (CORS) live on the reply until send, which hijacking skips: copy them first.
+ * With `commits`, the response ends only once every write made so far is durable (db/commits.ts).
  */
-export function hijackReply(reply: FastifyReply, holdUntil?: () => Promise<void>): FastifyReply['raw'] {
+export function hijackReply(reply: FastifyReply, commits?: Pick<Commits, 'pending' | 'durable'>): FastifyReply['raw'] {
   const res = reply.raw;
   for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) res.setHeader(name, value);
   reply.hijack();
-  if (holdUntil) holdResponse(res, holdUntil);
+  if (commits) holdResponse(res, commits);
   return res;
 }
 
 /**
- * Delays the end of a response the library writes itself until `holdUntil` resolves (the writes it
- * acknowledges are durable). If that fails and nothing was sent yet, the client gets a 500 instead.
+ * Delays the end of a response the library writes itself until pending writes are durable. If their
+ * commit fails and nothing was sent yet, the client gets a 500 instead. Only `end` is held: this suits
+ * oidc-provider, which sends each body in one `end(body)`, not a library that `write`s the body first
+ * (the MCP transport does; an MCP tool that writes must await `commits.durable()` before it returns).
  */
-function holdResponse(res: FastifyReply['raw'], holdUntil: () => Promise<void>): void {
+function holdResponse(res: FastifyReply['raw'], commits: Pick<Commits, 'pending' | 'durable'>): void {
   const end = res.end.bind(res) as (...args: unknown[]) => FastifyReply['raw'];
   res.end = ((...args: unknown[]) => {
-    holdUntil().then(
+    if (!commits.pending()) return end(...args);
+    commits.durable().then(
       () => end(...args),
       () => {
         if (res.headersSent) return void res.destroy();

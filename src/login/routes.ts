@@ -6,6 +6,7 @@ import formbody from '@fastify/formbody';
 import helmet from '@fastify/helmet';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Provider } from 'oidc-provider';
+import type { Commits } from '../db/commits.ts';
 import type { Db } from '../db/index.ts';
 import { hijackReply } from '../http.ts';
 import type { AccountStore } from '../upstream/accounts.ts';
@@ -29,8 +30,8 @@ export interface LoginRoutesOptions {
   publicUrl: string;
   resourceUrl: string;
   cookieSecrets: readonly string[];
-  /** Resolves when writes so far are durable (responses written by the provider wait for it). */
-  durable(): Promise<void>;
+  /** The group commit; responses the provider writes itself wait for it (Fastify replies wait in app.ts). */
+  commits: Pick<Commits, 'pending' | 'durable'>;
 }
 
 /** The consent page's choice for "continue as the account already signed in here". */
@@ -154,7 +155,7 @@ export async function loginRoutes(app: FastifyInstance, options: LoginRoutesOpti
   app.post<{ Params: { uid: string } }>('/interaction/:uid/cancel', { preHandler: app.csrfProtection }, async (request, reply) => {
     if (!(await loadInteraction(request, reply))) return errorPage(reply, 400, expired);
     // Phase 2 of the two-phase rule: client and redirect URI are trusted now, so the error goes back to the client.
-    const res = hijackReply(reply, options.durable);
+    const res = hijackReply(reply, options.commits);
     await provider.interactionFinished(
       request.raw,
       res,

@@ -2,6 +2,7 @@ import type { EventEmitter } from 'node:events';
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Provider } from 'oidc-provider';
+import type { Commits } from '../db/commits.ts';
 import { OAuthError } from '../errors.ts';
 import { hijackReply } from '../http.ts';
 import { isOurResource } from './provider.ts';
@@ -14,8 +15,8 @@ export interface OAuthRoutesOptions {
   resourceUrl: string;
   /** Whether X-Forwarded-For from a TLS-terminating proxy names the client (TRUST_PROXY). */
   trustProxy: boolean;
-  /** Resolves when the provider's writes so far are durable; every response waits for it. */
-  durable(): Promise<void>;
+  /** The group commit; every response waits until the writes it may depend on are durable. */
+  commits: Pick<Commits, 'pending' | 'durable'>;
   /** DCR requests per minute per client IP; shared egress IPs (claude.ai, ChatGPT) stay well below it. */
   registrationsPerMinute: number;
 }
@@ -63,7 +64,7 @@ export async function oauthRoutes(app: FastifyInstance, options: OAuthRoutesOpti
 
   const dispatch = (request: FastifyRequest, reply: FastifyReply): void => {
     pinPublicOrigin(request);
-    void callback(request.raw, hijackReply(reply, options.durable));
+    void callback(request.raw, hijackReply(reply, options.commits));
   };
 
   app.removeAllContentTypeParsers();
