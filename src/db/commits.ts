@@ -2,8 +2,8 @@ import type Database from 'better-sqlite3';
 
 /**
  * Group commit with acknowledgement deferred to the response. Writes run at once, inside one batch
- * transaction that commits on the next turn of the event loop; a response that depends on them is
- * held until `durable()` resolves. Every write of a token request (consume, new refresh token, new
+ * transaction that commits a millisecond later; a response that depends on them is held until
+ * `durable()` resolves. Every write of a token request (consume, new refresh token, new
  * access token) and of every concurrent request then shares one fsync under `synchronous=FULL`,
  * and nothing is acknowledged before it is on disk.
  */
@@ -17,6 +17,8 @@ export interface Commits {
   durable(): Promise<void>;
   /** Whether any write is waiting for its commit (lets hot paths skip waiting on nothing). */
   pending(): boolean;
+  /** Commits the open batch now (before the connection closes). */
+  flush(): void;
 }
 
 /** How long a batch stays open for more writes; it is also the most a token response waits for it. */
@@ -27,13 +29,14 @@ export function createCommits(sqlite: Database.Database): Commits {
 
   const flush = (): void => {
     const current = batch;
+    if (!current) return;
     batch = undefined;
     try {
       sqlite.exec('COMMIT');
-      current?.settle();
+      current.settle();
     } catch (error) {
       if (sqlite.inTransaction) sqlite.exec('ROLLBACK');
-      current?.settle(error);
+      current.settle(error);
     }
   };
 
@@ -58,5 +61,6 @@ export function createCommits(sqlite: Database.Database): Commits {
     },
     durable: () => batch?.done ?? Promise.resolve(),
     pending: () => batch !== undefined,
+    flush,
   };
 }

@@ -40,8 +40,8 @@ export function openDatabase(path: string): Storage {
     sqlite,
     commits,
     close: () => {
-      // A batch still open at shutdown is committed, not lost.
-      if (sqlite.inTransaction) sqlite.exec('COMMIT');
+      // A batch still open at shutdown is committed, not lost (its timer then finds nothing to do).
+      commits.flush();
       sqlite.close();
     },
   };

@@ -68,6 +68,18 @@ describe('group commit with acknowledgement deferred to the response', () => {
     expect((writer.prepare('SELECT COUNT(*) AS n FROM child').get() as { n: number }).n).toBe(0);
   });
 
+  it('commits an open batch when the connection closes, and its timer then does nothing', async () => {
+    const { writer, reader } = database();
+    const commits = createCommits(writer);
+    commits.write(() => writer.prepare('INSERT INTO t (v) VALUES (?)').run('last'));
+    const durable = commits.durable();
+    commits.flush();
+    writer.close();
+    await expect(durable).resolves.toBeUndefined();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(count(reader)).toBe(1);
+  });
+
   it('resolves durable() at once when nothing is pending', async () => {
     const { writer } = database();
     await expect(createCommits(writer).durable()).resolves.toBeUndefined();
