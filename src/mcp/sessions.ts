@@ -13,6 +13,8 @@ export interface McpSessionsOptions {
   /** Sessions idle for this long are closed (the client re-initializes). */
   idleMs?: number;
   maxSessions?: number;
+  /** One user's open sessions; opening one more closes that user's least recently used. */
+  maxSessionsPerAccount?: number;
 }
 
 export interface McpSessions {
@@ -41,6 +43,15 @@ export function createMcpSessions(options: McpSessionsOptions): McpSessions {
   const sessions = new Map<string, Session>();
   const idleMs = options.idleMs ?? 30 * 60_000;
   const maxSessions = options.maxSessions ?? 10_000;
+  const maxPerAccount = options.maxSessionsPerAccount ?? 32;
+
+  /** One token holder cannot fill the server with sessions: its oldest gives way to its newest. */
+  const makeRoomFor = (accountId: string): void => {
+    const own = [...sessions.values()].filter((session) => session.accountId === accountId);
+    if (own.length < maxPerAccount) return;
+    const oldest = own.reduce((a, b) => (a.lastSeen <= b.lastSeen ? a : b));
+    void oldest.transport.close();
+  };
 
   const sweep = setInterval(() => {
     const cutoff = Date.now() - idleMs;
@@ -83,6 +94,7 @@ export function createMcpSessions(options: McpSessionsOptions): McpSessions {
       } else if (request.method === 'POST' && isInitializeRequest(request.body)) {
         if (sessions.size >= maxSessions)
           throw new OAuthError('temporarily_unavailable', 'too many open MCP sessions, retry later', 503, { 'retry-after': '30' });
+        makeRoomFor(accountId);
         session = open(accountId, auth.clientId);
       } else {
         return void reply.code(400).send(noSession);

@@ -43,6 +43,24 @@ describe('MCP sessions and the bearer gate', () => {
     expect(after.status).toBe(404);
   });
 
+  it("closes a user's least recently used session when one user opens more than 32", async () => {
+    const { oauth, client } = await connectWithLogin(gatehouse.url, { user: { email: 'many@example.com', name: 'Many' } });
+    await client.close();
+    const token = oauth.savedTokens?.access_token as string;
+    const ids: string[] = [];
+    for (let i = 0; i < 33; i++) {
+      const opened = await mcpPost(gatehouse.url, token, INITIALIZE);
+      ids.push(opened.headers.get('mcp-session-id') as string);
+      await opened.body?.cancel();
+    }
+    const first = await mcpPost(gatehouse.url, token, listTools, ids[0]);
+    await first.body?.cancel();
+    expect(first.status).toBe(404);
+    const last = await mcpPost(gatehouse.url, token, listTools, ids[32]);
+    await last.body?.cancel();
+    expect(last.status).toBe(200);
+  });
+
   it('answers 403 insufficient_scope, naming the scope needed, for a token granted without it (RFC 6750 §3.1)', async () => {
     const origin = gatehouse.url;
     const { client_id: clientId } = await registerClient(origin, { client_name: 'OIDC only' });
