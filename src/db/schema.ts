@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 /**
@@ -18,11 +19,12 @@ export const oidcModels = sqliteTable(
     expiresAt: integer('expires_at'),
     consumedAt: integer('consumed_at'),
   },
+  // Only the indexes find, findByUid and revokeByGrantId need, partial so rows without the column
+  // cost nothing: every token write pays for each index it touches (the purge, every 10 min, scans).
   (table) => [
     primaryKey({ columns: [table.model, table.idHash] }),
-    index('oidc_models_grant').on(table.grantIdHash),
-    index('oidc_models_uid').on(table.uidHash),
-    index('oidc_models_expires').on(table.expiresAt),
+    index('oidc_models_grant').on(table.grantIdHash).where(sql`${table.grantIdHash} IS NOT NULL`),
+    index('oidc_models_uid').on(table.uidHash).where(sql`${table.uidHash} IS NOT NULL`),
   ],
 );
 
