@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGatehouse, type TestGatehouse } from '../support/gatehouse.ts';
 import { approveWithDemoLogin } from '../support/mcp-client.ts';
+import { INITIALIZE, mcpPost } from '../support/oauth.ts';
 import { UserAgent } from '../support/user-agent.ts';
 
 interface Shape {
@@ -93,19 +94,9 @@ describe('real MCP client shapes register, authorize and get tokens', () => {
     });
 
     // The token is good for the MCP endpoint: the gate accepts it (no 401), whatever the JSON-RPC says.
-    const mcp = await fetch(`${gatehouse.url}/mcp`, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${tokens.access_token}`,
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
-      },
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        id: 1,
-        method: 'initialize',
-        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name, version: '1.0.0' } },
-      }),
+    const mcp = await mcpPost(gatehouse.url, tokens.access_token as string, {
+      ...INITIALIZE,
+      params: { ...INITIALIZE.params, clientInfo: { name, version: '1.0.0' } },
     });
     expect(mcp.status).toBe(200);
     await mcp.body?.cancel();

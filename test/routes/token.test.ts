@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGatehouse, type TestGatehouse } from '../support/gatehouse.ts';
-import { authorizeWithDemoLogin, LOOPBACK_REDIRECT, registerClient as register } from '../support/oauth.ts';
+import { authorizeWithDemoLogin, LOOPBACK_REDIRECT, mcpPost, registerClient as register } from '../support/oauth.ts';
 
 const REDIRECT_URI = LOOPBACK_REDIRECT;
 const INSPECTOR = 'http://localhost:6274';
@@ -223,15 +223,8 @@ describe('/introspect (RFC 7662) and /revoke (RFC 7009)', () => {
     const revoked = await form('/revoke', { token: tokens.access_token, client_id: client.client_id });
     expect(revoked.status).toBe(200);
     expect(await introspect(tokens.access_token)).toEqual({ active: false });
-    const mcp = await fetch(`${gatehouse.url}/mcp`, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${tokens.access_token}`,
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
-      },
-      body: '{}',
-    });
+    const mcp = await mcpPost(gatehouse.url, tokens.access_token, {});
+    await mcp.body?.cancel();
     expect(mcp.status).toBe(401);
   });
 
