@@ -12,6 +12,8 @@ export interface OidcUpstreamConfig {
   readonly clientId: string;
   readonly clientSecret: string | undefined;
   readonly issuer: string;
+  /** API scopes asked for beside the OIDC ones (`openid profile email`, plus `offline_access` for Entra). */
+  readonly scopes: readonly string[];
 }
 
 export interface Config {
@@ -37,6 +39,8 @@ export interface Config {
       readonly clientSecret: string | undefined;
       readonly authorizeUrl: string;
       readonly apiUrl: string;
+      /** Whether the code exchange repeats `redirect_uri` (RFC 6749 §4.1.3 says yes; reports on OwnerRez disagree). */
+      readonly sendRedirectUriOnExchange: boolean;
     };
   };
   /** Browser origins allowed to call /mcp besides our own and loopback ones (MCP Inspector). */
@@ -107,16 +111,18 @@ function parseUpstreams(env: Env): Config['upstreams'] {
       clientId: env.ENTRA_CLIENT_ID,
       clientSecret: env.ENTRA_CLIENT_SECRET,
       tenantId,
-      allowedTenants: parseList(env.ENTRA_ALLOWED_TENANTS),
+      allowedTenants: parseAllowedTenants(env, tenantId),
       issuer: parseUpstreamUrl(env, 'ENTRA_ISSUER', `https://login.microsoftonline.com/${tenantId}/v2.0`),
+      scopes: parseScopes(env, 'ENTRA_SCOPES', 'User.Read'),
     };
   }
   if (env.GOOGLE_CLIENT_ID) {
     upstreams.google = {
       clientId: env.GOOGLE_CLIENT_ID,
       clientSecret: env.GOOGLE_CLIENT_SECRET,
-      allowedDomains: parseList(env.GOOGLE_ALLOWED_DOMAINS),
+      allowedDomains: parseList(env.GOOGLE_ALLOWED_DOMAINS).map((domain) => domain.toLowerCase()),
       issuer: parseUpstreamUrl(env, 'GOOGLE_ISSUER', 'https://accounts.google.com'),
+      scopes: parseScopes(env, 'GOOGLE_SCOPES', ''),
     };
   }
   if (env.OWNERREZ_CLIENT_ID) {
@@ -125,6 +131,7 @@ function parseUpstreams(env: Env): Config['upstreams'] {
       clientSecret: env.OWNERREZ_CLIENT_SECRET,
       authorizeUrl: parseUpstreamUrl(env, 'OWNERREZ_AUTHORIZE_URL', 'https://app.ownerrez.com/oauth/authorize'),
       apiUrl: parseUpstreamUrl(env, 'OWNERREZ_API_URL', 'https://api.ownerrez.com'),
+      sendRedirectUriOnExchange: parseBoolean(env, 'OWNERREZ_SEND_REDIRECT_URI', true),
     };
   }
   return upstreams;
@@ -195,6 +202,35 @@ function parseList(value: string | undefined): string[] {
     .split(',')
     .map((item) => item.trim())
     .filter(Boolean);
+}
+
+const ENTRA_MULTI_TENANT = new Set(['organizations', 'common', 'consumers']);
+
+/**
+ * The `tid`s allowed to sign in. A specific ENTRA_TENANT_ID allows only itself; a multi-tenant one
+ * (`organizations`, `common`) would otherwise let any Microsoft organisation in, so it needs the list.
+ */
+function parseAllowedTenants(env: Env, tenantId: string): string[] {
+  const listed = parseList(env.ENTRA_ALLOWED_TENANTS).map((tid) => tid.toLowerCase());
+  if (!ENTRA_MULTI_TENANT.has(tenantId)) {
+    if (listed.some((tid) => tid !== tenantId.toLowerCase()))
+      throw new ConfigError(
+        'ENTRA_ALLOWED_TENANTS',
+        `ENTRA_TENANT_ID=${tenantId} allows only itself; unset ENTRA_ALLOWED_TENANTS or use a multi-tenant ENTRA_TENANT_ID`,
+      );
+    return [tenantId.toLowerCase()];
+  }
+  if (listed.length === 0)
+    throw new ConfigError('ENTRA_ALLOWED_TENANTS', `required with ENTRA_TENANT_ID=${tenantId}: the tenant ids (tid) allowed to sign in`);
+  return listed;
+}
+
+/** Space- or comma-separated scope names, as operators copy them from an IdP's portal. */
+function parseScopes(env: Env, name: string, fallback: string): string[] {
+  const scopes = (env[name] ?? fallback).split(/[\s,]+/).filter(Boolean);
+  if (scopes.some((scope) => !/^[\x21\x23-\x5B\x5D-\x7E]{1,200}$/.test(scope)))
+    throw new ConfigError(name, 'expected scope names (RFC 6749 §3.3)');
+  return scopes;
 }
 
 function parseBoolean(env: Env, name: string, fallback: boolean): boolean {

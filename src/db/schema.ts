@@ -36,7 +36,8 @@ export const accounts = sqliteTable('accounts', {
 
 /**
  * One upstream account linked to a Gatehouse account, with its tokens sealed by the vault
- * (AAD = `upstream_account:<id>`). Identity fields are what the upstream said at login.
+ * (AAD = `upstream_account:<id>`). Identity fields are what the upstream said at login. Disconnecting
+ * deletes the row, which shreds the grant: its data key existed only inside `sealed_tokens`.
  */
 export const upstreamAccounts = sqliteTable(
   'upstream_accounts',
@@ -54,6 +55,11 @@ export const upstreamAccounts = sqliteTable(
     status: text('status', { enum: ['ok', 'dead'] })
       .notNull()
       .default('ok'),
+    /** Bumped on every token write: a refresh writes only if the version it read is still current (compare-and-set). */
+    version: integer('version').notNull().default(0),
+    /** Which process is refreshing these tokens, and until when (so two processes never refresh one grant at once). */
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: integer('lease_expires_at'),
     createdAt: integer('created_at').notNull(),
     updatedAt: integer('updated_at').notNull(),
   },

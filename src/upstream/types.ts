@@ -1,5 +1,6 @@
 /** Who the upstream says the user is. `subject` is stable and unique per provider (never an email). */
 export interface UpstreamIdentity {
+  /** Entra: `<tid>/<oid>`; Google: `sub`; OwnerRez: the user id. */
   subject: string;
   email?: string | undefined;
   name?: string | undefined;
@@ -9,9 +10,11 @@ export interface UpstreamIdentity {
 export interface UpstreamTokens {
   accessToken: string;
   refreshToken?: string | undefined;
-  /** Epoch seconds. */
+  /** Epoch seconds; absent when the upstream did not say (OwnerRez may not). */
   expiresAt?: number | undefined;
   scope?: string | undefined;
+  /** The ID token issuer seen at login (Entra multi-tenant: the user's tenant), checked again on refresh. */
+  issuer?: string | undefined;
 }
 
 /** Per-login secrets we generate and keep server-side until the callback. */
@@ -23,18 +26,31 @@ export interface UpstreamLoginRequest {
   redirectUri: string;
 }
 
+export interface UpstreamLoginResult {
+  identity: UpstreamIdentity;
+  tokens: UpstreamTokens;
+}
+
 /**
  * One identity provider behind Gatehouse (Entra ID, Google, OwnerRez, the embedded demo). Login is
  * two calls: `startLogin` gives the URL to send the browser to, `finishLogin` turns the callback into
  * an identity and tokens. Both throw `UpstreamLoginError` for anything the user should see as a page.
+ * The grant calls (`refresh`, `revoke`, `fetchIdentity`) throw `UpstreamGrantError`.
  */
 export interface UpstreamProvider {
   readonly id: string;
   /** Shown on the consent page as "Continue with <label>". */
   readonly label: string;
   startLogin(request: UpstreamLoginRequest): Promise<URL>;
-  finishLogin(callbackUrl: URL, request: UpstreamLoginRequest): Promise<{ identity: UpstreamIdentity; tokens: UpstreamTokens }>;
-  /** The identity as the upstream says it now (for `whoami`); providers without an endpoint return what login stored. */
+  finishLogin(callbackUrl: URL, request: UpstreamLoginRequest): Promise<UpstreamLoginResult>;
+  /**
+   * Exchanges the refresh token for new tokens. A response without a new refresh token keeps the old
+   * one. Absent when the upstream has no refresh grant (OwnerRez): an expired token means reconnect.
+   */
+  refresh?(tokens: UpstreamTokens): Promise<UpstreamTokens>;
+  /** Revokes the grant upstream where the provider can (best effort: the row is shredded either way). */
+  revoke?(tokens: UpstreamTokens): Promise<void>;
+  /** The identity as the upstream says it now (for `whoami`); absent where there is no endpoint for it. */
   fetchIdentity?(tokens: UpstreamTokens): Promise<UpstreamIdentity>;
 }
 
@@ -43,5 +59,22 @@ export class UpstreamLoginError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'UpstreamLoginError';
+  }
+}
+
+/**
+ * An upstream grant call that failed. `terminal`: the grant is gone (`invalid_grant`, revoked, no
+ * refresh possible) and the user must reconnect. `transient`: down, slow, 5xx or garbage; retry later,
+ * nothing is deleted. `message` is safe to show and log (never a token or an upstream body).
+ */
+export class UpstreamGrantError extends Error {
+  readonly kind: 'terminal' | 'transient';
+  /** Seconds, for a `Retry-After` header on transient failures. */
+  readonly retryAfter: number;
+  constructor(kind: 'terminal' | 'transient', message: string, retryAfter = 30) {
+    super(message);
+    this.name = 'UpstreamGrantError';
+    this.kind = kind;
+    this.retryAfter = retryAfter;
   }
 }

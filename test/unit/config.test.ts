@@ -19,6 +19,7 @@ const production = (extra: Record<string, string> = {}) => ({
   ENCRYPTION_KEY: key(),
   COOKIE_SECRET: 'x'.repeat(32),
   ENTRA_CLIENT_ID: 'entra-client',
+  ENTRA_TENANT_ID: '00000000-0000-0000-0000-00000000000a',
   DATABASE_PATH: tempDatabase(),
   ...extra,
 });
