@@ -19,7 +19,9 @@ export async function upstreamFetch(
   const headers = new Headers(init.headers);
   headers.set('user-agent', USER_AGENT);
   try {
-    return await fetch(url, { ...init, headers, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const signal = init.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
+    return await fetch(url, { ...init, headers, redirect: 'manual', signal });
   } catch (cause) {
     const timedOut = cause instanceof Error && (cause.name === 'TimeoutError' || cause.name === 'AbortError');
     throw new UpstreamGrantError('transient', `${label} ${timedOut ? 'did not answer in time' : 'could not be reached'}`);

@@ -15,6 +15,8 @@ export interface UpstreamTokens {
   scope?: string | undefined;
   /** The ID token issuer seen at login (Entra multi-tenant: the user's tenant), checked again on refresh. */
   issuer?: string | undefined;
+  /** The ID token `sub` seen at login, which userinfo must repeat (OIDC Core §5.3.4). */
+  idTokenSubject?: string | undefined;
 }
 
 /** Per-login secrets we generate and keep server-side until the callback. */
@@ -50,8 +52,8 @@ export interface UpstreamProvider {
   refresh?(tokens: UpstreamTokens): Promise<UpstreamTokens>;
   /** Revokes the grant upstream where the provider can (best effort: the row is shredded either way). */
   revoke?(tokens: UpstreamTokens): Promise<void>;
-  /** The identity as the upstream says it now (for `whoami`); absent where there is no endpoint for it. */
-  fetchIdentity?(tokens: UpstreamTokens): Promise<UpstreamIdentity>;
+  /** Email and name as the upstream says them now (for `whoami`); absent where there is no endpoint for it. */
+  fetchIdentity?(tokens: UpstreamTokens): Promise<Pick<UpstreamIdentity, 'email' | 'name'>>;
 }
 
 /** A login that failed for a reason the user can act on; `message` is safe to show (no tokens). */
