@@ -1,26 +1,20 @@
 import { type Config, ConfigError } from '../config.ts';
 import { createDemoProvider, type DemoProvider } from './demo.ts';
+import { createEntraProvider } from './entra.ts';
+import { createGoogleProvider } from './google.ts';
 import type { UpstreamProvider } from './types.ts';
-
-/** Providers whose configuration is parsed (the contract) but whose login module is not built yet. */
-const NOT_YET_AVAILABLE = [
-  ['entra', 'ENTRA_CLIENT_ID', 'Microsoft Entra ID'],
-  ['google', 'GOOGLE_CLIENT_ID', 'Google'],
-  ['ownerrez', 'OWNERREZ_CLIENT_ID', 'OwnerRez'],
-] as const;
 
 /**
  * The identity providers this deployment offers, in the order the consent page lists them. A provider
- * that is configured but not available refuses to start, rather than serving a consent page with no
- * way to sign in.
+ * is enabled exactly when its client id is set (DESIGN.md §2); the demo only when DEMO_LOGIN is on.
  */
 export function createUpstreams(config: Config): { upstreams: ReadonlyMap<string, UpstreamProvider>; demo: DemoProvider | undefined } {
-  for (const [key, variable, label] of NOT_YET_AVAILABLE) {
-    if (config.upstreams[key])
-      throw new ConfigError(variable, `${label} sign-in is not available in this version of Gatehouse yet; unset ${variable}`);
-  }
-  const upstreams = new Map<string, UpstreamProvider>();
+  const { entra, google } = config.upstreams;
+  if (config.upstreams.ownerrez) throw new ConfigError('OWNERREZ_CLIENT_ID', 'OwnerRez sign-in is not available in this version yet');
+  const enabled: UpstreamProvider[] = [];
+  if (entra) enabled.push(createEntraProvider(entra));
+  if (google) enabled.push(createGoogleProvider(google));
   const demo = config.demoLogin ? createDemoProvider(config.publicUrl) : undefined;
-  if (demo) upstreams.set(demo.id, demo);
-  return { upstreams, demo };
+  if (demo) enabled.push(demo);
+  return { upstreams: new Map(enabled.map((provider) => [provider.id, provider])), demo };
 }
