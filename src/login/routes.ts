@@ -11,12 +11,14 @@ import type { Db } from '../db/index.ts';
 import { hijackReply } from '../http.ts';
 import type { AccountStore } from '../upstream/accounts.ts';
 import type { DemoProvider } from '../upstream/demo.ts';
-import { UpstreamLoginError, type UpstreamProvider } from '../upstream/types.ts';
+import { UpstreamGrantError, type UpstreamProvider } from '../upstream/types.ts';
 import type { Vault } from '../upstream/vault.ts';
+import { rememberApproval, wasApprovedHere } from './approvals.ts';
+import { registerUpstreamCallback } from './callback.ts';
 import { completeAuthorization, describeClient, restartUrl } from './consent.ts';
 import { registerDemoLogin } from './demo-routes.ts';
 import { sendPage, unsignCookie } from './reply.ts';
-import { finishUpstreamLogin, startUpstreamLogin } from './upstream-state.ts';
+import { startUpstreamLogin } from './upstream-state.ts';
 import type { Views } from './views.ts';
 
 export interface LoginRoutesOptions {
@@ -38,6 +40,7 @@ export interface LoginRoutesOptions {
 const CURRENT_ACCOUNT = '_current';
 /** Binds an upstream login to the browser that started it; read only at the callback. */
 const BROWSER_COOKIE = 'gatehouse_browser';
+type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 const stylesheet = readFileSync(new URL('../../views/gatehouse.css', import.meta.url));
 
 /**
@@ -98,6 +101,28 @@ export async function loginRoutes(app: FastifyInstance, options: LoginRoutesOpti
   };
   const expired = 'This sign-in page has expired or was opened in another browser. Go back to your app and connect again.';
 
+  /** Starts the upstream login (state bound to this browser) and sends the browser to the provider. */
+  const sendUpstream = async (request: FastifyRequest, reply: FastifyReply, interaction: Interaction, upstream: UpstreamProvider) => {
+    let browserId = unsignCookie(request, BROWSER_COOKIE);
+    if (!browserId) {
+      browserId = randomBytes(32).toString('base64url');
+      reply.setCookie(BROWSER_COOKIE, browserId, { ...cookieOptions, path: '/upstream' });
+    }
+    const { request: login } = startUpstreamLogin(options.db, options.vault, {
+      provider: upstream.id,
+      interactionUid: interaction.uid,
+      browserId,
+      redirectUri: new URL(`/upstream/${upstream.id}/callback`, options.publicUrl).href,
+    });
+    try {
+      return reply.redirect((await upstream.startLogin(login)).href, 303);
+    } catch (cause) {
+      if (!(cause instanceof UpstreamGrantError)) throw cause;
+      request.log.warn({ provider: upstream.id, reason: cause.message }, 'upstream login could not start');
+      return errorPage(reply, 502, `${cause.message}. Try again in a moment.`, restartUrl(interaction));
+    }
+  };
+
   app.get('/assets/gatehouse.css', (_request, reply) =>
     reply.type('text/css').header('cache-control', 'public, max-age=3600').send(stylesheet),
   );
@@ -105,6 +130,10 @@ export async function loginRoutes(app: FastifyInstance, options: LoginRoutesOpti
   app.get<{ Params: { uid: string } }>('/interaction/:uid', async (request, reply) => {
     const interaction = await loadInteraction(request, reply);
     if (!interaction) return errorPage(reply, 400, expired);
+    const [only] = upstreams.values();
+    // A returning browser with one way to sign in and a client it already approved has nothing to choose.
+    if (upstreams.size === 1 && only && !interaction.session?.accountId && wasApprovedHere(request, String(interaction.params.client_id)))
+      return sendUpstream(request, reply, interaction, only);
     const signedIn = interaction.session?.accountId ? options.accounts.findAccount(interaction.session.accountId) : undefined;
     const current = signedIn?.upstream[0];
     const providers = [
@@ -130,25 +159,15 @@ export async function loginRoutes(app: FastifyInstance, options: LoginRoutesOpti
       if (!interaction) return errorPage(reply, 400, expired);
       const choice = String(request.body?.provider ?? '');
       const signedInAccountId = interaction.session?.accountId;
-      if (choice === CURRENT_ACCOUNT && signedInAccountId) {
-        const returnTo = await completeAuthorization(provider, interaction.uid, signedInAccountId, options.resourceUrl);
+      const upstream = upstreams.get(choice);
+      if (!(choice === CURRENT_ACCOUNT && signedInAccountId) && !upstream)
+        return errorPage(reply, 400, 'Choose one of the sign-in options on the previous page.', restartUrl(interaction));
+      rememberApproval(request, reply, String(interaction.params.client_id), secure);
+      if (!upstream) {
+        const returnTo = await completeAuthorization(provider, interaction.uid, signedInAccountId as string, options.resourceUrl);
         return returnTo ? reply.redirect(returnTo, 303) : errorPage(reply, 400, expired);
       }
-      const upstream = upstreams.get(choice);
-      if (!upstream) return errorPage(reply, 400, 'Choose one of the sign-in options on the previous page.', restartUrl(interaction));
-      let browserId = unsignCookie(request, BROWSER_COOKIE);
-      if (!browserId) {
-        browserId = randomBytes(32).toString('base64url');
-        reply.setCookie(BROWSER_COOKIE, browserId, { ...cookieOptions, path: '/upstream' });
-      }
-      const redirectUri = new URL(`/upstream/${upstream.id}/callback`, options.publicUrl).href;
-      const { request: login } = startUpstreamLogin(options.db, options.vault, {
-        provider: upstream.id,
-        interactionUid: interaction.uid,
-        browserId,
-        redirectUri,
-      });
-      return reply.redirect((await upstream.startLogin(login)).href, 303);
+      return sendUpstream(request, reply, interaction, upstream);
     },
   );
 
@@ -164,49 +183,6 @@ export async function loginRoutes(app: FastifyInstance, options: LoginRoutesOpti
     );
   });
 
-  app.get<{ Params: { provider: string }; Querystring: Record<string, string | undefined> }>(
-    '/upstream/:provider/callback',
-    async (request, reply) => {
-      const upstream = upstreams.get(request.params.provider);
-      const { state, error } = request.query;
-      if (!upstream || typeof state !== 'string' || !state)
-        return errorPage(reply, 400, 'This sign-in link is incomplete. Go back to your app and connect again.');
-      const redirectUri = new URL(`/upstream/${upstream.id}/callback`, options.publicUrl).href;
-      let pending: ReturnType<typeof finishUpstreamLogin>;
-      try {
-        pending = finishUpstreamLogin(options.db, options.vault, {
-          provider: upstream.id,
-          state,
-          browserId: unsignCookie(request, BROWSER_COOKIE),
-          redirectUri,
-        });
-      } catch (cause) {
-        if (cause instanceof UpstreamLoginError) return errorPage(reply, 400, `${cause.message} Go back to your app and connect again.`);
-        throw cause;
-      }
-      const interaction = await provider.Interaction.find(pending.interactionUid);
-      if (!interaction) return errorPage(reply, 400, expired);
-      const startAgain = restartUrl(interaction);
-      if (typeof error === 'string')
-        return errorPage(reply, 400, `${upstream.label} did not sign you in (${error.slice(0, 64)}).`, startAgain);
-
-      let login: Awaited<ReturnType<UpstreamProvider['finishLogin']>>;
-      try {
-        login = await upstream.finishLogin(new URL(request.url, options.publicUrl), pending.request);
-      } catch (cause) {
-        if (cause instanceof UpstreamLoginError) return errorPage(reply, 400, cause.message, startAgain);
-        request.log.warn({ provider: upstream.id, error: cause instanceof Error ? cause.name : 'unknown' }, 'upstream login failed');
-        return errorPage(reply, 502, `${upstream.label} could not be reached or gave an answer Gatehouse did not understand.`, startAgain);
-      }
-      const accountId = options.accounts.recordUpstreamLogin({
-        provider: upstream.id,
-        ...login,
-        signedInAccountId: interaction.session?.accountId,
-      });
-      const returnTo = await completeAuthorization(provider, interaction.uid, accountId, options.resourceUrl);
-      return returnTo ? reply.redirect(returnTo, 303) : errorPage(reply, 400, expired);
-    },
-  );
-
+  registerUpstreamCallback(app, { ...options, errorPage, expired, browserId: (request) => unsignCookie(request, BROWSER_COOKIE) });
   if (options.demo) registerDemoLogin(app, options.demo, views);
 }

@@ -48,6 +48,11 @@ export class UserAgent {
     return [...this.cookies];
   }
 
+  /** Drops the cookies whose names match, as when a session cookie expires and others stay. */
+  forgetCookies(pattern: RegExp): void {
+    for (const name of [...this.cookies.keys()]) if (pattern.test(name)) this.cookies.delete(name);
+  }
+
   clearCookies(): void {
     this.cookies.clear();
   }

@@ -1,0 +1,35 @@
+import { createHash } from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { unsignCookie } from './reply.ts';
+
+/** Remembers, in this browser, which clients its user approved on our consent page. */
+const APPROVALS_COOKIE = 'gatehouse_approved';
+const MAX_REMEMBERED = 20;
+const REMEMBER_SECONDS = 90 * 24 * 3600;
+
+// Client ids are public; hashing only keeps the cookie short. Domain-separated from the table's id hashes.
+const fingerprint = (clientId: string): string =>
+  createHash('sha256').update(`approved-client\0${clientId}`).digest('base64url').slice(0, 22);
+
+/**
+ * Whether this browser approved `clientId` before. Only then may a login skip the consent page and go
+ * straight upstream (with a single provider there is nothing else to choose): consent is never skipped
+ * for a client this browser has not seen on our page (MCP "confused deputy" rule).
+ */
+export function wasApprovedHere(request: FastifyRequest, clientId: string): boolean {
+  return (unsignCookie(request, APPROVALS_COOKIE) ?? '').split('.').includes(fingerprint(clientId));
+}
+
+/** Records an approval (most recent first, at most 20; the cookie is signed, so a page script cannot add one). */
+export function rememberApproval(request: FastifyRequest, reply: FastifyReply, clientId: string, secure: boolean): void {
+  const current = (unsignCookie(request, APPROVALS_COOKIE) ?? '').split('.').filter(Boolean);
+  const next = [fingerprint(clientId), ...current.filter((entry) => entry !== fingerprint(clientId))].slice(0, MAX_REMEMBERED);
+  reply.setCookie(APPROVALS_COOKIE, next.join('.'), {
+    httpOnly: true,
+    sameSite: 'lax',
+    secure,
+    signed: true,
+    path: '/interaction',
+    maxAge: REMEMBER_SECONDS,
+  });
+}
