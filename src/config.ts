@@ -10,7 +10,7 @@ export interface KeyEntry {
 
 export interface OidcUpstreamConfig {
   readonly clientId: string;
-  readonly clientSecret: string | undefined;
+  readonly clientSecret: string;
   readonly issuer: string;
   /** API scopes asked for beside the OIDC ones (`openid profile email`, plus `offline_access` for Entra). */
   readonly scopes: readonly string[];
@@ -36,7 +36,7 @@ export interface Config {
     readonly google?: OidcUpstreamConfig & { readonly allowedDomains: readonly string[] };
     readonly ownerrez?: {
       readonly clientId: string;
-      readonly clientSecret: string | undefined;
+      readonly clientSecret: string;
       readonly authorizeUrl: string;
       readonly apiUrl: string;
       /** Whether the code exchange repeats `redirect_uri` (RFC 6749 §4.1.3 says yes; reports on OwnerRez disagree). */
@@ -109,7 +109,7 @@ function parseUpstreams(env: Env): Config['upstreams'] {
     const tenantId = env.ENTRA_TENANT_ID || 'organizations';
     upstreams.entra = {
       clientId: env.ENTRA_CLIENT_ID,
-      clientSecret: env.ENTRA_CLIENT_SECRET,
+      clientSecret: requireSecret(env, 'ENTRA_CLIENT_SECRET'),
       tenantId,
       allowedTenants: parseAllowedTenants(env, tenantId),
       issuer: parseUpstreamUrl(env, 'ENTRA_ISSUER', `https://login.microsoftonline.com/${tenantId}/v2.0`),
@@ -119,7 +119,7 @@ function parseUpstreams(env: Env): Config['upstreams'] {
   if (env.GOOGLE_CLIENT_ID) {
     upstreams.google = {
       clientId: env.GOOGLE_CLIENT_ID,
-      clientSecret: env.GOOGLE_CLIENT_SECRET,
+      clientSecret: requireSecret(env, 'GOOGLE_CLIENT_SECRET'),
       allowedDomains: parseList(env.GOOGLE_ALLOWED_DOMAINS).map((domain) => domain.toLowerCase()),
       issuer: parseUpstreamUrl(env, 'GOOGLE_ISSUER', 'https://accounts.google.com'),
       scopes: parseScopes(env, 'GOOGLE_SCOPES', ''),
@@ -128,7 +128,7 @@ function parseUpstreams(env: Env): Config['upstreams'] {
   if (env.OWNERREZ_CLIENT_ID) {
     upstreams.ownerrez = {
       clientId: env.OWNERREZ_CLIENT_ID,
-      clientSecret: env.OWNERREZ_CLIENT_SECRET,
+      clientSecret: requireSecret(env, 'OWNERREZ_CLIENT_SECRET'),
       authorizeUrl: parseUpstreamUrl(env, 'OWNERREZ_AUTHORIZE_URL', 'https://app.ownerrez.com/oauth/authorize'),
       apiUrl: parseUpstreamUrl(env, 'OWNERREZ_API_URL', 'https://api.ownerrez.com'),
       sendRedirectUriOnExchange: parseBoolean(env, 'OWNERREZ_SEND_REDIRECT_URI', true),
@@ -202,6 +202,13 @@ function parseList(value: string | undefined): string[] {
     .split(',')
     .map((item) => item.trim())
     .filter(Boolean);
+}
+
+/** Gatehouse is a confidential client upstream: an enabled provider without its secret could not sign anyone in. */
+function requireSecret(env: Env, name: string): string {
+  const secret = env[name];
+  if (!secret) throw new ConfigError(name, `required when ${name.replace('_SECRET', '_ID')} is set`);
+  return secret;
 }
 
 const ENTRA_MULTI_TENANT = new Set(['organizations', 'common', 'consumers']);

@@ -190,6 +190,28 @@ export function revokeGrantEverywhere(sqlite: Database.Database, grantId: string
   sqlite.prepare('DELETE FROM oidc_models WHERE grant_id_hash = ?').run(sha256(grantId));
 }
 
+/**
+ * Ends everything a user holds at Gatehouse: every grant's tokens and codes, the grants, and their
+ * browser sessions (so re-authorizing means signing in upstream again, which repairs a dead upstream
+ * grant). Used when an upstream grant dies and when a user is deleted. Grants and sessions are found
+ * by the `accountId` in their payload: rare, so a scan is fine. Returns how many grants ended.
+ */
+export function revokeAccountAccess(sqlite: Database.Database, accountId: string): number {
+  return sqlite.transaction(() => {
+    const grants = sqlite
+      .prepare<[string], { id_hash: string }>(
+        "SELECT id_hash FROM oidc_models WHERE model = 'Grant' AND json_extract(payload, '$.accountId') = ?",
+      )
+      .all(accountId);
+    const deleteArtifacts = sqlite.prepare('DELETE FROM oidc_models WHERE grant_id_hash = ?');
+    for (const { id_hash } of grants) deleteArtifacts.run(id_hash);
+    sqlite
+      .prepare("DELETE FROM oidc_models WHERE model IN ('Grant', 'Session') AND json_extract(payload, '$.accountId') = ?")
+      .run(accountId);
+    return grants.length;
+  })();
+}
+
 /** Deletes expired artifacts and idle clients. Refresh tokens and codes are kept a day past expiry for reuse detection. */
 export function purgeExpired(sqlite: Database.Database): number {
   const now = nowSeconds();

@@ -19,6 +19,7 @@ const production = (extra: Record<string, string> = {}) => ({
   ENCRYPTION_KEY: key(),
   COOKIE_SECRET: 'x'.repeat(32),
   ENTRA_CLIENT_ID: 'entra-client',
+  ENTRA_CLIENT_SECRET: 'entra-secret',
   ENTRA_TENANT_ID: '00000000-0000-0000-0000-00000000000a',
   DATABASE_PATH: tempDatabase(),
   ...extra,
@@ -69,15 +70,28 @@ describe('loadConfig', () => {
   });
 
   it('accepts http:// upstream URLs only for loopback hosts', () => {
-    expect(failure({ GOOGLE_CLIENT_ID: 'g', GOOGLE_ISSUER: 'http://accounts.example.com', DATABASE_PATH: tempDatabase() })).toMatch(
-      /^GOOGLE_ISSUER:/,
+    expect(
+      failure({
+        GOOGLE_CLIENT_ID: 'g',
+        GOOGLE_CLIENT_SECRET: 's',
+        GOOGLE_ISSUER: 'http://accounts.example.com',
+        DATABASE_PATH: tempDatabase(),
+      }),
+    ).toMatch(/^GOOGLE_ISSUER:/);
+    const config = loadConfig(
+      { GOOGLE_CLIENT_ID: 'g', GOOGLE_CLIENT_SECRET: 's', GOOGLE_ISSUER: 'http://127.0.0.1:4000', DATABASE_PATH: tempDatabase() },
+      () => {},
     );
-    const config = loadConfig({ GOOGLE_CLIENT_ID: 'g', GOOGLE_ISSUER: 'http://127.0.0.1:4000', DATABASE_PATH: tempDatabase() }, () => {});
     expect(config.upstreams.google?.issuer).toBe('http://127.0.0.1:4000');
   });
 
   it('admits only allow-listed Entra tenants: a specific tenant itself, a multi-tenant issuer only with ENTRA_ALLOWED_TENANTS', () => {
-    const entra = (extra: Record<string, string>) => ({ ENTRA_CLIENT_ID: 'e', DATABASE_PATH: tempDatabase(), ...extra });
+    const entra = (extra: Record<string, string>) => ({
+      ENTRA_CLIENT_ID: 'e',
+      ENTRA_CLIENT_SECRET: 's',
+      DATABASE_PATH: tempDatabase(),
+      ...extra,
+    });
     expect(failure(entra({}))).toMatch(/^ENTRA_ALLOWED_TENANTS:.*organizations/);
     expect(failure(entra({ ENTRA_TENANT_ID: 'common' }))).toMatch(/^ENTRA_ALLOWED_TENANTS:/);
     const tenant = '00000000-0000-0000-0000-0000000000AB';
@@ -92,12 +106,15 @@ describe('loadConfig', () => {
   });
 
   it('parses provider scopes and the OwnerRez redirect_uri switch', () => {
-    const base = { DATABASE_PATH: tempDatabase(), OWNERREZ_CLIENT_ID: 'c_1' };
+    const base = { DATABASE_PATH: tempDatabase(), OWNERREZ_CLIENT_ID: 'c_1', OWNERREZ_CLIENT_SECRET: 's_1' };
     expect(loadConfig(base, () => {}).upstreams.ownerrez?.sendRedirectUriOnExchange).toBe(true);
     expect(loadConfig({ ...base, OWNERREZ_SEND_REDIRECT_URI: 'false' }, () => {}).upstreams.ownerrez?.sendRedirectUriOnExchange).toBe(
       false,
     );
-    expect(failure({ ...base, GOOGLE_CLIENT_ID: 'g', GOOGLE_SCOPES: 'https://x/calendar "quoted"' })).toMatch(/^GOOGLE_SCOPES:/);
+    expect(failure({ ...base, GOOGLE_CLIENT_ID: 'g' })).toMatch(/^GOOGLE_CLIENT_SECRET: required/);
+    expect(failure({ ...base, GOOGLE_CLIENT_ID: 'g', GOOGLE_CLIENT_SECRET: 's', GOOGLE_SCOPES: 'https://x/calendar "quoted"' })).toMatch(
+      /^GOOGLE_SCOPES:/,
+    );
   });
 
   it('names the variable for malformed values', () => {
