@@ -17,7 +17,8 @@ import { createReplayHooks } from '../src/oauth/replay-policy.ts';
 import { oauthRoutes } from '../src/oauth/routes.ts';
 import { resourceScopeNames } from '../src/oauth/scopes.ts';
 import { createAccountStore } from '../src/upstream/accounts.ts';
-import { createVault } from '../src/upstream/vault.ts';
+import { createGrants, type Grants } from '../src/upstream/grants.ts';
+import { createVault, type Vault } from '../src/upstream/vault.ts';
 import { statelessMcpRoutes, ungatedMcpRoutes } from './mcp-apps.ts';
 import { createMemoryAdapterFactory, describeRefreshToken, mintRefreshTokens, type RefreshTokenTemplate } from './refresh-tokens.ts';
 
@@ -73,11 +74,12 @@ function benchProvider(config: Config, storage: Storage, adapter: 'sqlite' | 'me
 /** The MCP apps built here serve the same McpServer over the same account store, behind the same CORS and error handling. */
 async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 'stateless'): Promise<FastifyInstance> {
   const storage = openDatabase(config.databasePath);
-  const accounts = createAccountStore(storage, createVault(config.encryptionKeys));
+  const vault = createVault(config.encryptionKeys);
+  const accounts = createAccountStore(storage, vault);
   const app = benchFastify(config);
   await gatehouseBasics(app, config);
   const options = {
-    createServer: () => createMcpServer({ accounts, version: '0.1.0' }),
+    createServer: () => createMcpServer({ accounts, grants: benchGrants(storage, vault), upstreams: new Map(), version: '0.1.0' }),
     authInfo: {
       token: 'bench',
       clientId: 'bench-client',
@@ -97,7 +99,8 @@ async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 
  */
 async function stubLookupMcpApp(config: Config, accountId: string): Promise<FastifyInstance> {
   const storage = openDatabase(config.databasePath);
-  const accounts = createAccountStore(storage, createVault(config.encryptionKeys));
+  const vault = createVault(config.encryptionKeys);
+  const accounts = createAccountStore(storage, vault);
   const token = {
     isExpired: false,
     aud: config.resourceUrl,
@@ -120,7 +123,7 @@ async function stubLookupMcpApp(config: Config, accountId: string): Promise<Fast
     issuer: config.publicUrl,
     scopesSupported: resourceScopeNames,
     isAllowedOrigin,
-    createServer: () => createMcpServer({ accounts, version: '0.1.0' }),
+    createServer: () => createMcpServer({ accounts, grants: benchGrants(storage, vault), upstreams: new Map(), version: '0.1.0' }),
   });
   app.addHook('onClose', async () => storage.close());
   return app;
@@ -171,4 +174,9 @@ export async function buildTarget(kind: TargetKind, config: Config, accountId: s
     case 'oauth-sqlite':
       return benchOAuthApp(config, 'sqlite');
   }
+}
+
+/** The bench's users signed in with the demo, whose tokens never need a refresh, so no upstream is called. */
+function benchGrants(storage: Storage, vault: Vault): Grants {
+  return createGrants({ ...storage, vault, upstreams: new Map(), onGrantDead: () => {} });
 }

@@ -10,13 +10,15 @@ import { createViews } from './login/views.ts';
 import { createOriginCheck } from './mcp/origin.ts';
 import { mcpRoutes } from './mcp/routes.ts';
 import { createMcpServer } from './mcp/server.ts';
-import { accessTokenExistence, createAdapterFactory, purgeExpired } from './oauth/adapter.ts';
+import { accessTokenExistence, createAdapterFactory, purgeExpired, revokeAccountAccess } from './oauth/adapter.ts';
 import { loadSigningKeys } from './oauth/keys.ts';
 import { accountFinder, createProvider } from './oauth/provider.ts';
 import { createReplayHooks } from './oauth/replay-policy.ts';
 import { oauthRoutes } from './oauth/routes.ts';
 import { resourceScopeNames } from './oauth/scopes.ts';
 import { createAccountStore } from './upstream/accounts.ts';
+import { createGrants } from './upstream/grants.ts';
+import { assertKeyringCovers } from './upstream/key-rotation.ts';
 import { createUpstreams } from './upstream/registry.ts';
 import { createVault } from './upstream/vault.ts';
 
@@ -35,7 +37,16 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const upstreams = createUpstreams(config);
   const storage = openDatabase(config.databasePath);
   const vault = createVault(config.encryptionKeys);
+  assertKeyringCovers(storage.sqlite, vault); // a kid that still seals rows cannot be dropped (`keys rewrap` first)
   const accounts = createAccountStore(storage, vault);
+  const grants = createGrants({
+    ...storage,
+    vault,
+    upstreams: upstreams.upstreams,
+    // A dead upstream grant ends the user's Gatehouse grants too: the MCP client gets 401 and re-authorizes.
+    onGrantDead: (accountId) => revokeAccountAccess(storage.sqlite, accountId),
+    onRevokeFailed: (upstreamAccountId, error) => app.log.warn({ upstreamAccountId, reason: error.message }, 'upstream revocation failed'),
+  });
   const views = createViews();
   const provider = createProvider({
     config,
@@ -72,7 +83,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     issuer: publicUrl,
     scopesSupported: resourceScopeNames,
     isAllowedOrigin,
-    createServer: () => createMcpServer({ accounts, version: '0.1.0' }),
+    createServer: () => createMcpServer({ accounts, grants, upstreams: upstreams.upstreams, version: '0.1.0' }),
   };
 
   app.addHook('onSend', (_request, _reply, payload, done) => {

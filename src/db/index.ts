@@ -32,6 +32,9 @@ export function openDatabase(path: string): Storage {
   sqlite.pragma('synchronous = FULL');
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('foreign_keys = ON');
+  // A deleted or overwritten row would otherwise linger in free page space: disconnecting an upstream
+  // account must shred its sealed grant (data key included), and a replaced grant must not survive either.
+  sqlite.pragma('secure_delete = ON');
   const db = drizzle(sqlite, { schema });
   migrate(db, { migrationsFolder });
   const commits = createCommits(sqlite);

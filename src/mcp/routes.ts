@@ -1,7 +1,7 @@
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { OAuthError } from '../errors.ts';
-import { type BearerOptions, verifyBearer } from './bearer.ts';
+import { type BearerOptions, bearerChallenge, verifyBearer } from './bearer.ts';
 import { createMcpSessions, type McpSessionsOptions } from './sessions.ts';
 
 export interface McpRoutesOptions extends McpSessionsOptions {
@@ -20,7 +20,11 @@ type GatedRequest = FastifyRequest & { mcpAuth?: AuthInfo };
  */
 export async function mcpRoutes(app: FastifyInstance, options: McpRoutesOptions): Promise<void> {
   const { isAllowedOrigin } = options;
-  const sessions = createMcpSessions(options);
+  const sessions = createMcpSessions({
+    upstreamChallenge: () =>
+      bearerChallenge(options.bearer, { code: 'invalid_token', description: 'the upstream account behind this token must be reconnected' }),
+    ...options,
+  });
   // preClose, not onClose: open SSE streams would keep server.close() waiting forever.
   app.addHook('preClose', () => sessions.closeAll());
 

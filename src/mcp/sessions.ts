@@ -7,6 +7,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { OAuthError } from '../errors.ts';
 import { hijackReply } from '../http.ts';
 import { accountIdOf } from './context.ts';
+import { applyUpstreamOutcome, withOutcomeSlot } from './upstream-outcome.ts';
 
 export interface McpSessionsOptions {
   createServer(): McpServer;
@@ -15,6 +16,8 @@ export interface McpSessionsOptions {
   maxSessions?: number;
   /** One user's open sessions; opening one more closes that user's least recently used. */
   maxSessionsPerAccount?: number;
+  /** The `WWW-Authenticate` of a 401 after a tool found the user's upstream grant dead (see upstream-outcome.ts). */
+  upstreamChallenge?(): string;
 }
 
 export interface McpSessions {
@@ -100,8 +103,11 @@ export function createMcpSessions(options: McpSessionsOptions): McpSessions {
         return void reply.code(400).send(noSession);
       }
       session.lastSeen = Date.now();
-      (request.raw as typeof request.raw & { auth?: AuthInfo }).auth = auth;
-      await session.transport.handleRequest(request.raw, hijackReply(reply), request.body);
+      const callAuth = withOutcomeSlot(auth);
+      (request.raw as typeof request.raw & { auth?: AuthInfo }).auth = callAuth;
+      const res = hijackReply(reply);
+      if (options.upstreamChallenge) applyUpstreamOutcome(res, callAuth, options.upstreamChallenge);
+      await session.transport.handleRequest(request.raw, res, request.body);
     },
     async closeAll() {
       clearInterval(sweep);

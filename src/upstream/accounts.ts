@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { and, eq } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import type { Storage } from '../db/index.ts';
 import { accounts, upstreamAccounts } from '../db/schema.ts';
 import type { UpstreamIdentity, UpstreamTokens } from './types.ts';
@@ -83,7 +83,12 @@ export function createAccountStore({ db, sqlite }: Pick<Storage, 'db' | 'sqlite'
           updatedAt: now,
         });
         if (existing) {
-          tx.update(upstreamAccounts).set(sealedFields(existing.id)).where(eq(upstreamAccounts.id, existing.id)).run();
+          // A new login replaces the grant: bump the version and drop any lease, so a refresh of the old
+          // grant still in flight cannot overwrite it (its compare-and-set no longer matches; grants.ts).
+          tx.update(upstreamAccounts)
+            .set({ ...sealedFields(existing.id), version: sql`${upstreamAccounts.version} + 1`, leaseOwner: null, leaseExpiresAt: null })
+            .where(eq(upstreamAccounts.id, existing.id))
+            .run();
           return existing.accountId;
         }
         let accountId = signedInAccountId;

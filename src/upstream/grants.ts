@@ -109,19 +109,6 @@ export function createGrants(options: GrantsOptions): Grants {
     return changes;
   }
 
-  /** Without secure_delete SQLite leaves a deleted or overwritten record in the page's free space, sealed data key and all: no shred. */
-  function shredding(write: () => Database.RunResult): () => Database.RunResult {
-    return () => {
-      const previous = sqlite.pragma('secure_delete', { simple: true });
-      sqlite.pragma('secure_delete = ON');
-      try {
-        return write();
-      } finally {
-        sqlite.pragma(`secure_delete = ${previous === 2 ? 'FAST' : Number(previous)}`);
-      }
-    };
-  }
-
   function openTokens(upstreamAccountId: string, sealed: string): UpstreamTokens | undefined {
     try {
       const tokens = vault.openJson<UpstreamTokens>(aadFor(upstreamAccountId), sealed);
@@ -234,9 +221,7 @@ export function createGrants(options: GrantsOptions): Grants {
       issuer: next.issuer ?? tokens.issuer,
     };
     const sealed = vault.sealJson(aadFor(upstreamAccountId), merged);
-    const saved = await writeDurably(
-      shredding(() => saveTokens.run(sealed, merged.expiresAt ?? null, now(), upstreamAccountId, version, processId)),
-    );
+    const saved = await writeDurably(() => saveTokens.run(sealed, merged.expiresAt ?? null, now(), upstreamAccountId, version, processId));
     if (saved === 1) return merged;
     // Our lease ran out and another writer got in first; theirs stands, since ours may hold a refresh token already rotated away.
     return settledElsewhere(accountId, upstreamAccountId, need);
@@ -263,7 +248,7 @@ export function createGrants(options: GrantsOptions): Grants {
         options.onRevokeFailed?.(upstreamAccountId, safe);
       }
     }
-    await writeDurably(shredding(() => deleteUpstream.run(upstreamAccountId, accountId)));
+    await writeDurably(() => deleteUpstream.run(upstreamAccountId, accountId));
   }
 
   return {

@@ -128,7 +128,6 @@ export function createOwnerRezProvider(config: OwnerRezConfig, options: OwnerRez
  * compares the raw `c_…`/`s_…` strings, so any encoded character would fail as invalid_client.
  */
 function buildBasicAuthorization(config: OwnerRezConfig): string {
-  if (!config.clientSecret) throw new ConfigError('OWNERREZ_CLIENT_SECRET', 'required when OWNERREZ_CLIENT_ID is set');
   // RFC 7617 §2: the user-id of Basic credentials cannot contain a colon.
   if (config.clientId.includes(':')) throw new ConfigError('OWNERREZ_CLIENT_ID', 'must not contain ":"');
   return `Basic ${Buffer.from(`${config.clientId}:${config.clientSecret}`, 'utf8').toString('base64')}`;

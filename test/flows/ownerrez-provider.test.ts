@@ -205,18 +205,15 @@ describe('OwnerRez provider: sign-in', () => {
 
   it('refuses to build without a client secret, naming the variable', async () => {
     const { fake } = await setup();
-    const config = loadConfig(
-      {
-        DATABASE_PATH: join(dataDir, 'gatehouse.db'),
-        ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-        COOKIE_SECRET: randomBytes(32).toString('base64url'),
-        OWNERREZ_CLIENT_ID: CLIENT_ID,
-        OWNERREZ_API_URL: fake.url,
-      },
-      () => {},
-    );
-    expect(() => createOwnerRezProvider(config.upstreams.ownerrez ?? never())).toThrow(ConfigError);
-    expect(() => createOwnerRezProvider(config.upstreams.ownerrez ?? never())).toThrow(/OWNERREZ_CLIENT_SECRET/);
+    const env = {
+      DATABASE_PATH: join(dataDir, 'gatehouse.db'),
+      ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+      COOKIE_SECRET: randomBytes(32).toString('base64url'),
+      OWNERREZ_CLIENT_ID: CLIENT_ID,
+      OWNERREZ_API_URL: fake.url,
+    };
+    expect(() => loadConfig(env, () => {})).toThrow(ConfigError);
+    expect(() => loadConfig(env, () => {})).toThrow(/^OWNERREZ_CLIENT_SECRET: required/);
   });
 
   it('has no refresh grant: an expired or revoked OwnerRez token means reconnecting', async () => {

@@ -64,7 +64,13 @@ describe('the server process (npm start)', () => {
   });
 
   it('refuses to start in production without ENCRYPTION_KEY, with one line naming the variable', async () => {
-    const server = startServer({ NODE_ENV: 'production', PUBLIC_URL: 'https://gatehouse.example.com', ENTRA_CLIENT_ID: 'x' });
+    const server = startServer({
+      NODE_ENV: 'production',
+      PUBLIC_URL: 'https://gatehouse.example.com',
+      ENTRA_CLIENT_ID: 'x',
+      ENTRA_CLIENT_SECRET: 'y',
+      ENTRA_TENANT_ID: 'contoso',
+    });
     expect(await server.exited).toBe(1);
     expect(server.output().trim()).toBe(
       'Gatehouse cannot start: ENCRYPTION_KEY: required when NODE_ENV=production (base64 of 32 random bytes)',

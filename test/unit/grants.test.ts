@@ -363,7 +363,6 @@ describe('disconnect and account deletion', () => {
     expect(t.row()).toBeUndefined();
     t.storage.sqlite.pragma('wal_checkpoint(TRUNCATE)');
     expect(readFileSync(t.path).includes(ciphertext)).toBe(false);
-    expect(t.storage.sqlite.pragma('secure_delete', { simple: true })).toBe(0);
   });
 
   it('lets a refresh in flight land before disconnecting, so the newest grant is the one revoked', async () => {
