@@ -3,11 +3,20 @@
  * person's browser does on the consent and demo sign-in pages, without rendering them.
  */
 export class UserAgent {
-  private readonly cookies = new Map<string, string>();
+  /** Cookies per host name, as a browser scopes them (not per port): Gatehouse and the fake IdPs both set `_session`. */
+  private readonly jars = new Map<string, Map<string, string>>();
+
+  private jar(url: string): Map<string, string> {
+    const host = new URL(url).hostname;
+    let jar = this.jars.get(host);
+    if (!jar) this.jars.set(host, (jar = new Map()));
+    return jar;
+  }
 
   async request(url: string, init: RequestInit = {}): Promise<Response> {
+    const jar = this.jar(url);
     const headers = new Headers(init.headers);
-    if (this.cookies.size > 0) headers.set('cookie', [...this.cookies].map(([name, value]) => `${name}=${value}`).join('; '));
+    if (jar.size > 0) headers.set('cookie', [...jar].map(([name, value]) => `${name}=${value}`).join('; '));
     const response = await fetch(url, { ...init, headers, redirect: 'manual' });
     for (const line of response.headers.getSetCookie()) {
       const [pair] = line.split(';');
@@ -15,10 +24,24 @@ export class UserAgent {
       if (!pair || index < 1) continue;
       const name = pair.slice(0, index).trim();
       const value = pair.slice(index + 1).trim();
-      if (/max-age=0|expires=thu, 01 jan 1970/i.test(line) || value === '') this.cookies.delete(name);
-      else this.cookies.set(name, value);
+      if (/max-age=0|expires=thu, 01 jan 1970/i.test(line) || value === '') jar.delete(name);
+      else jar.set(name, value);
     }
     return response;
+  }
+
+  /** Follows redirects on any origin until `stop(url)` says so or a response is not a redirect (a page). */
+  async followUntil(url: string, stop: (url: string) => boolean, init: RequestInit = {}): Promise<{ response: Response; url: string }> {
+    let current = url;
+    let response = await this.request(current, init);
+    for (let hops = 0; hops < 30 && response.status >= 300 && response.status < 400; hops++) {
+      const location = response.headers.get('location');
+      if (!location) break;
+      current = new URL(location, current).href;
+      if (stop(current)) return { response, url: current };
+      response = await this.request(current);
+    }
+    return { response, url: current };
   }
 
   /** Follows redirects within `origin` and stops at the first response that is not one, or that leaves it. */
@@ -43,18 +66,18 @@ export class UserAgent {
     });
   }
 
-  /** Every cookie the browser holds, by name (for canary greps). */
+  /** Every cookie the browser holds, by name, all hosts (for canary greps). */
   cookieEntries(): [string, string][] {
-    return [...this.cookies];
+    return [...this.jars.values()].flatMap((jar) => [...jar]);
   }
 
   /** Drops the cookies whose names match, as when a session cookie expires and others stay. */
   forgetCookies(pattern: RegExp): void {
-    for (const name of [...this.cookies.keys()]) if (pattern.test(name)) this.cookies.delete(name);
+    for (const jar of this.jars.values()) for (const name of [...jar.keys()]) if (pattern.test(name)) jar.delete(name);
   }
 
   clearCookies(): void {
-    this.cookies.clear();
+    this.jars.clear();
   }
 }
 

@@ -1,0 +1,117 @@
+import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { FakeOidc } from './fake-oidc.ts';
+import type { FakeOwnerRez } from './fake-ownerrez.ts';
+import { TestOAuthClient } from './mcp-client.ts';
+import { formAction, hiddenField, UserAgent } from './user-agent.ts';
+
+export const ENTRA_CLIENT = { id: 'entra-client-id', secret: 'entra~secret+/=%' };
+export const GOOGLE_CLIENT = { id: 'google-client-id.apps.googleusercontent.com', secret: 'GOCSPX-google+secret/=' };
+export const OWNERREZ_CLIENT = { id: 'c_ownerrez+id/=', secret: 's_ownerrez%secret+/=' };
+
+/**
+ * The environment that points Gatehouse's providers at local fakes (DESIGN.md §2 variables only).
+ * Entra is single-tenant (ENTRA_TENANT_ID = the fake's tenant) unless `entraMultiTenant` lists tenants.
+ */
+export function federationEnv(
+  fakes: { entra?: FakeOidc; google?: FakeOidc; ownerrez?: FakeOwnerRez },
+  options: { entraTenantId?: string; entraAllowedTenants?: string[] } = {},
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (fakes.entra) {
+    Object.assign(env, { ENTRA_CLIENT_ID: ENTRA_CLIENT.id, ENTRA_CLIENT_SECRET: ENTRA_CLIENT.secret });
+    if (options.entraAllowedTenants) {
+      Object.assign(env, {
+        ENTRA_TENANT_ID: 'organizations',
+        ENTRA_ISSUER: fakes.entra.multiTenantIssuer,
+        ENTRA_ALLOWED_TENANTS: options.entraAllowedTenants.join(','),
+      });
+    } else {
+      Object.assign(env, { ENTRA_TENANT_ID: options.entraTenantId ?? tenantOf(fakes.entra.issuer), ENTRA_ISSUER: fakes.entra.issuer });
+    }
+  }
+  if (fakes.google)
+    Object.assign(env, {
+      GOOGLE_CLIENT_ID: GOOGLE_CLIENT.id,
+      GOOGLE_CLIENT_SECRET: GOOGLE_CLIENT.secret,
+      GOOGLE_ISSUER: fakes.google.issuer,
+    });
+  if (fakes.ownerrez) {
+    Object.assign(env, {
+      OWNERREZ_CLIENT_ID: OWNERREZ_CLIENT.id,
+      OWNERREZ_CLIENT_SECRET: OWNERREZ_CLIENT.secret,
+      OWNERREZ_AUTHORIZE_URL: fakes.ownerrez.authorizeUrl,
+      OWNERREZ_API_URL: fakes.ownerrez.url,
+    });
+  }
+  return env;
+}
+
+/** `http://127.0.0.1:p/<tenant>/v2.0` → `<tenant>`. */
+export const tenantOf = (issuer: string): string => new URL(issuer).pathname.split('/')[1] as string;
+
+/**
+ * What a person does in the browser: open the authorization URL, pick `provider` on the consent page
+ * (unless the browser is sent on without one), get through the upstream (the fakes approve at once)
+ * and back through the callback. Returns the first URL outside Gatehouse and the fakes' redirect
+ * chain: the client's redirect URI, or the page the chain ended on.
+ */
+export async function approveWithUpstream(
+  agent: UserAgent,
+  origin: string,
+  authorizationUrl: string,
+  provider: string,
+  redirectUri: string,
+): Promise<{ url: URL; response: Response }> {
+  const atClient = (url: string) => url.startsWith(redirectUri);
+  let step = await agent.followUntil(authorizationUrl, atClient);
+  if (!atClient(step.url) && step.url.startsWith(`${origin}/interaction/`) && step.response.status === 200) {
+    const html = await step.response.text();
+    step = await agent.followUntil(new URL(formAction(html, 'name="provider"'), origin).href, atClient, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ _csrf: hiddenField(html, '_csrf'), provider }).toString(),
+    });
+  }
+  return { url: new URL(step.url), response: step.response };
+}
+
+/** Connects the real SDK client to /mcp; its first 401 sends the user through `provider`'s login. */
+export async function connectThroughUpstream(
+  origin: string,
+  provider: string,
+  options: { oauth?: TestOAuthClient; agent?: UserAgent } = {},
+): Promise<{ client: Client; transport: StreamableHTTPClientTransport; oauth: TestOAuthClient; agent: UserAgent }> {
+  const oauth = options.oauth ?? new TestOAuthClient();
+  const agent = options.agent ?? new UserAgent();
+  const mcpUrl = new URL('/mcp', origin);
+  const first = new StreamableHTTPClientTransport(mcpUrl, { authProvider: oauth });
+  try {
+    await new Client({ name: 'flow-test', version: '1.0.0' }).connect(first);
+  } catch (error) {
+    if (!(error instanceof UnauthorizedError)) throw error;
+  }
+  if (oauth.authorizationUrl) {
+    await finishAuthorization(first, oauth, agent, origin, provider);
+  }
+  const transport = new StreamableHTTPClientTransport(mcpUrl, { authProvider: oauth });
+  const client = new Client({ name: 'flow-test', version: '1.0.0' });
+  await client.connect(transport);
+  return { client, transport, oauth, agent };
+}
+
+/** Drives the browser part of an authorization the SDK asked for, and hands the code back to the SDK. */
+export async function finishAuthorization(
+  transport: StreamableHTTPClientTransport,
+  oauth: TestOAuthClient,
+  agent: UserAgent,
+  origin: string,
+  provider: string,
+): Promise<void> {
+  const { url } = await approveWithUpstream(agent, origin, String(oauth.authorizationUrl), provider, oauth.redirectUrl);
+  const code = url.searchParams.get('code');
+  if (!code) throw new Error(`authorization did not return a code: ended at ${url.origin}${url.pathname}`);
+  await transport.finishAuth(code);
+  oauth.authorizationUrl = undefined;
+}
