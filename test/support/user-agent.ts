@@ -8,8 +8,8 @@ export class UserAgent {
 
   private jar(url: string): Map<string, string> {
     const host = new URL(url).hostname;
-    let jar = this.jars.get(host);
-    if (!jar) this.jars.set(host, (jar = new Map()));
+    const jar = this.jars.get(host) ?? new Map<string, string>();
+    this.jars.set(host, jar);
     return jar;
   }
 
