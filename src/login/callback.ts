@@ -5,7 +5,7 @@ import type { AccountStore } from '../upstream/accounts.ts';
 import { UpstreamGrantError, UpstreamLoginError, type UpstreamLoginResult, type UpstreamProvider } from '../upstream/types.ts';
 import type { Vault } from '../upstream/vault.ts';
 import { completeAuthorization, restartUrl } from './consent.ts';
-import { finishUpstreamLogin } from './upstream-state.ts';
+import { ExpiredUpstreamLoginError, finishUpstreamLogin } from './upstream-state.ts';
 
 export interface UpstreamCallbackOptions {
   provider: Provider;
@@ -49,8 +49,10 @@ export function registerUpstreamCallback(app: FastifyInstance, options: Upstream
           redirectUri: new URL(`/upstream/${upstream.id}/callback`, options.publicUrl).href,
         });
       } catch (cause) {
-        if (cause instanceof UpstreamLoginError) return errorPage(reply, 400, `${cause.message} Go back to your app and connect again.`);
-        throw cause;
+        if (!(cause instanceof UpstreamLoginError)) throw cause;
+        const expiredIn = cause instanceof ExpiredUpstreamLoginError ? await provider.Interaction.find(cause.interactionUid) : undefined;
+        if (expiredIn) return errorPage(reply, 400, cause.message, restartUrl(expiredIn));
+        return errorPage(reply, 400, `${cause.message} Go back to your app and connect again.`);
       }
       const interaction = await provider.Interaction.find(pending.interactionUid);
       if (!interaction) return errorPage(reply, 400, options.expired);

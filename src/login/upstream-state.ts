@@ -44,6 +44,15 @@ export function startUpstreamLogin(
   return { request };
 }
 
+/** This browser's own state, past its expiry; it still names the interaction to start again. */
+export class ExpiredUpstreamLoginError extends UpstreamLoginError {
+  readonly interactionUid: string;
+  constructor(interactionUid: string) {
+    super('This sign-in took too long and expired.');
+    this.interactionUid = interactionUid;
+  }
+}
+
 /**
  * Consumes the state a callback carries (one DELETE … RETURNING, so a replay finds nothing). Refuses a
  * state from another provider's login (mix-up, RFC 9700 §4.4), another browser, or past its expiry.
@@ -58,7 +67,6 @@ export function finishUpstreamLogin(
   if (!row) throw new UpstreamLoginError('This sign-in link is unknown or was already used.');
   if (row.provider !== input.provider)
     throw new UpstreamLoginError('This sign-in came back from a different identity provider than the one it was sent to.');
-  if (row.expiresAt <= Date.now()) throw new UpstreamLoginError('This sign-in took too long and expired.');
   if (!input.browserId || sha256(input.browserId) !== row.browserHash) {
     throw new UpstreamLoginError('This sign-in was started in a different browser.');
   }
@@ -66,5 +74,7 @@ export function finishUpstreamLogin(
     `upstream_login:${stateHash}`,
     row.sealed,
   );
+  // After the browser check: only the browser that started the login is offered to start it again.
+  if (row.expiresAt <= Date.now()) throw new ExpiredUpstreamLoginError(interactionUid);
   return { interactionUid, request: { state: input.state, redirectUri: input.redirectUri, codeVerifier, nonce } };
 }

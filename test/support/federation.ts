@@ -115,3 +115,23 @@ export async function finishAuthorization(
   await transport.finishAuth(code);
   oauth.authorizationUrl = undefined;
 }
+
+/**
+ * The first half of `approveWithUpstream`: open the authorization URL, pick `provider` on the consent
+ * page, get through the upstream, and stop at its redirect back to `/upstream/<provider>/callback?code=…&state=…`
+ * without delivering it, so a test can deliver, replay or alter it, or deliver it from another browser.
+ */
+export async function stopAtUpstreamCallback(agent: UserAgent, origin: string, authorizationUrl: string, provider: string): Promise<URL> {
+  const atCallback = (url: string) => url.startsWith(`${origin}/upstream/`) && new URL(url).pathname.endsWith('/callback');
+  const consent = await agent.followUntil(authorizationUrl, atCallback);
+  if (consent.response.status !== 200 || !consent.url.startsWith(`${origin}/interaction/`))
+    throw new Error(`expected the consent page, got ${consent.response.status} at ${new URL(consent.url).pathname}`);
+  const html = await consent.response.text();
+  const step = await agent.followUntil(new URL(formAction(html, 'name="provider"'), origin).href, atCallback, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ _csrf: hiddenField(html, '_csrf'), provider }).toString(),
+  });
+  if (!atCallback(step.url)) throw new Error(`the upstream did not come back: ${step.response.status} at ${new URL(step.url).pathname}`);
+  return new URL(step.url);
+}
