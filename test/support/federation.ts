@@ -1,7 +1,9 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { FakeOidc } from './fake-oidc.ts';
+import type { FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { FakeOidc, FakeUser } from './fake-oidc.ts';
 import type { FakeOwnerRez } from './fake-ownerrez.ts';
 import { TestOAuthClient } from './mcp-client.ts';
 import { formAction, hiddenField, UserAgent } from './user-agent.ts';
@@ -134,4 +136,100 @@ export async function stopAtUpstreamCallback(agent: UserAgent, origin: string, a
   });
   if (!atCallback(step.url)) throw new Error(`the upstream did not come back: ${step.response.status} at ${new URL(step.url).pathname}`);
   return new URL(step.url);
+}
+
+/**
+ * The user changes their profile at the IdP. The fake serves userinfo from the claims of the user's
+ * last sign-in there, so this sets `fake.user` and signs in at the fake once more, in a fresh browser
+ * through a throwaway loopback redirect whose code nobody exchanges: Gatehouse sees nothing of it.
+ * Keep the upstream id (`oid` at Entra, `sub` at Google) fixed in `user` to change the same person.
+ */
+export async function changeProfileUpstream(fake: FakeOidc, clientId: string, user: FakeUser): Promise<void> {
+  fake.user = user;
+  const discovery = (await (await fetch(`${fake.issuer}/.well-known/openid-configuration`)).json()) as { authorization_endpoint: string };
+  const redirectUri = 'http://127.0.0.1:9/profile-change';
+  const url = new URL(discovery.authorization_endpoint);
+  url.search = new URLSearchParams({
+    response_type: 'code',
+    client_id: clientId,
+    redirect_uri: redirectUri,
+    scope: 'openid email profile',
+    code_challenge: createHash('sha256').update(randomBytes(32).toString('base64url')).digest('base64url'),
+    code_challenge_method: 'S256',
+    state: randomBytes(12).toString('base64url'),
+    nonce: randomBytes(12).toString('base64url'),
+  }).toString();
+  const { url: landed } = await new UserAgent().followUntil(url.href, (next) => next.startsWith(redirectUri));
+  if (!new URL(landed).searchParams.get('code'))
+    throw new Error(`the profile change did not complete a sign-in at the fake: ended at ${landed}`);
+}
+
+/** One HTTP exchange as a client saw it: request line, status, headers and the body read so far. */
+export interface RecordedResponse {
+  request: string;
+  status: number;
+  headers: string;
+  body: string;
+}
+
+/**
+ * A `fetch` that keeps every response it hands back, for canary greps. Bodies are read from a clone
+ * chunk by chunk, so a streamed response (SSE) is recorded as far as it got even if it never ends.
+ */
+export function recordingFetch(): { fetch: FetchLike; responses: RecordedResponse[]; settled(): Promise<void> } {
+  const responses: RecordedResponse[] = [];
+  const reads: Promise<void>[] = [];
+  const recorder: FetchLike = async (url, init) => {
+    const response = await fetch(url, init);
+    const record: RecordedResponse = {
+      request: `${init?.method ?? 'GET'} ${String(url)}`,
+      status: response.status,
+      headers: [...response.headers].map(([name, value]) => `${name}: ${value}`).join('\n'),
+      body: '',
+    };
+    responses.push(record);
+    const reader = response.clone().body?.getReader();
+    const decoder = new TextDecoder();
+    const read = async () => {
+      for (let chunk = await reader?.read(); chunk && !chunk.done; chunk = await reader?.read()) {
+        record.body += decoder.decode(chunk.value, { stream: true });
+      }
+    };
+    reads.push(read().catch(() => {})); // an aborted stream keeps what it recorded
+    return response;
+  };
+  return {
+    fetch: recorder,
+    responses,
+    // Every body read to its end (or its abort): close the client first, or an open SSE stream never ends.
+    settled: async () => {
+      await Promise.all(reads);
+    },
+  };
+}
+
+/**
+ * `connectThroughUpstream` with every HTTP request of the MCP client going through `fetch`: the
+ * SDK's auth flow (metadata, DCR, token) uses the transport's `fetch` too.
+ */
+export async function connectThroughUpstreamWithFetch(
+  origin: string,
+  provider: string,
+  fetch: FetchLike,
+  options: { oauth?: TestOAuthClient; agent?: UserAgent } = {},
+): Promise<{ client: Client; transport: StreamableHTTPClientTransport; oauth: TestOAuthClient; agent: UserAgent }> {
+  const oauth = options.oauth ?? new TestOAuthClient();
+  const agent = options.agent ?? new UserAgent();
+  const mcpUrl = new URL('/mcp', origin);
+  const first = new StreamableHTTPClientTransport(mcpUrl, { authProvider: oauth, fetch });
+  try {
+    await new Client({ name: 'flow-test', version: '1.0.0' }).connect(first);
+  } catch (error) {
+    if (!(error instanceof UnauthorizedError)) throw error;
+  }
+  if (oauth.authorizationUrl) await finishAuthorization(first, oauth, agent, origin, provider);
+  const transport = new StreamableHTTPClientTransport(mcpUrl, { authProvider: oauth, fetch });
+  const client = new Client({ name: 'flow-test', version: '1.0.0' });
+  await client.connect(transport);
+  return { client, transport, oauth, agent };
 }
