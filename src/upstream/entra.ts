@@ -34,6 +34,7 @@ export function createEntraProvider(config: EntraConfig): UpstreamProvider {
       return { identity: { subject: `${tid}/${oid}`, email, name: stringClaim(claims?.name) }, tokens };
     },
 
+    // Entra's v2 refresh names the scopes again (a token is for one resource: the first API scope's).
     refresh: (tokens) => oidc.refresh(tokens, scopes),
 
     async fetchIdentity(tokens) {

@@ -36,7 +36,8 @@ export function createGoogleProvider(config: GoogleConfig): UpstreamProvider {
       };
     },
 
-    refresh: (tokens) => oidc.refresh(tokens, scopes),
+    // No scope on refresh: Google then returns the grant's full scope, never a narrower token.
+    refresh: (tokens) => oidc.refresh(tokens),
 
     async revoke(tokens) {
       // Revoking the refresh token ends the whole grant at Google, access tokens included.

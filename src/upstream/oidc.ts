@@ -105,13 +105,16 @@ export function createOidcClient(options: OidcClientOptions) {
       }
     },
 
-    async refresh(tokens: UpstreamTokens, scopes: readonly string[]): Promise<UpstreamTokens> {
+    /** `scopes` for upstreams that want them named again (Entra); without, the grant's own scope. */
+    async refresh(tokens: UpstreamTokens, scopes?: readonly string[]): Promise<UpstreamTokens> {
       if (!tokens.refreshToken) throw new UpstreamGrantError('terminal', `${label} gave no refresh token; reconnect your account`);
       const server = await metadata();
       try {
-        const response = await client.refreshTokenGrant(configuration(server, tokens.issuer ?? server.issuer), tokens.refreshToken, {
-          scope: scopes.join(' '),
-        });
+        const response = await client.refreshTokenGrant(
+          configuration(server, tokens.issuer ?? server.issuer),
+          tokens.refreshToken,
+          scopes ? { scope: scopes.join(' ') } : {},
+        );
         const { tokens: fresh, claims } = toOidcTokens(response);
         // A refresh response may omit the refresh token (Google always does): the old one stays valid.
         return {

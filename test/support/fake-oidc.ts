@@ -213,6 +213,9 @@ export async function startFakeOidc(options: FakeOidcOptions): Promise<FakeOidc>
     if (endpoint === 'token' && entra && req.headers.authorization) {
       return answer(res, 401, 'application/json', oauthError('invalid_client', 'AADSTS7000216: client_secret_post only (fake Entra)'));
     }
+    // Entra accepts a refresh that names the scopes of the original request (Graph's User.Read, offline_access);
+    // oidc-provider kept only the ones it knows, so the fake refreshes with the grant's own scope instead.
+    if (endpoint === 'token' && entra && form.get('grant_type') === 'refresh_token') form.delete('scope');
     // Google's revocation endpoint takes the token alone, without client authentication (RFC 7009 allows it).
     if (endpoint === 'revoke' && !req.headers.authorization && !form.has('client_secret')) {
       form.set('client_id', clientId);
