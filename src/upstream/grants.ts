@@ -31,6 +31,8 @@ export interface Grants {
   freshTokens(accountId: string, upstreamAccountId: string): Promise<UpstreamTokens>;
   /** After an upstream API answered 401 to `rejected`: refresh once (unless someone already replaced those tokens), else terminal. */
   refreshAfterRejection(accountId: string, upstreamAccountId: string, rejected: UpstreamTokens): Promise<UpstreamTokens>;
+  /** The upstream rejected tokens it had just issued: the grant is unusable, so it dies (once, if they are still the stored ones). */
+  retire(accountId: string, upstreamAccountId: string, rejected: UpstreamTokens): Promise<void>;
   /** Disconnects one upstream account: revokes upstream where the provider can (best effort), then deletes the row, which shreds the grant. A row that is not this account's is left alone. */
   disconnect(accountId: string, upstreamAccountId: string): Promise<void>;
   /** Deletes a user: disconnects every upstream account, then deletes the account row. */
@@ -268,6 +270,12 @@ export function createGrants(options: GrantsOptions): Grants {
       const { tokens } = await load(accountId, upstreamAccountId);
       if (usable(tokens)) return tokens;
       return share(accountId, upstreamAccountId, { stale: (current) => !usable(current), usable });
+    },
+
+    async retire(accountId, upstreamAccountId, rejected) {
+      const row = selectRow.get(upstreamAccountId, accountId);
+      if (row?.status !== 'ok' || openTokens(upstreamAccountId, row.sealed)?.accessToken !== rejected.accessToken) return;
+      await kill(accountId, upstreamAccountId, row.version);
     },
 
     disconnect,

@@ -10,6 +10,7 @@ import { openDatabase, type Storage } from '../../src/db/index.ts';
 import { createAccountStore } from '../../src/upstream/accounts.ts';
 import { createGrants, type GrantsOptions } from '../../src/upstream/grants.ts';
 import { UpstreamGrantError, type UpstreamProvider, type UpstreamTokens } from '../../src/upstream/types.ts';
+import { withUpstreamTokens } from '../../src/upstream/upstream-call.ts';
 import { createVault } from '../../src/upstream/vault.ts';
 
 const KEY = randomBytes(32);
@@ -340,6 +341,40 @@ describe('refresh after the upstream API answered 401', () => {
     await t.grants.refreshAfterRejection(t.accountId, t.id, rejected);
     expect((await t.grants.refreshAfterRejection(t.accountId, t.id, rejected)).accessToken).toBe('CANARY-at-2');
     expect(upstream.calls).toBe(1);
+  });
+
+  it('retries a rejected call once with refreshed tokens, and retires the grant when those are rejected too', async () => {
+    const upstream = fakeUpstream();
+    const t = setup(upstream);
+    const seen: string[] = [];
+    const call = async (tokens: UpstreamTokens) => {
+      seen.push(tokens.accessToken);
+      if (tokens.accessToken === 'CANARY-at-1') throw new UpstreamGrantError('terminal', 'rejected');
+      return 'ok';
+    };
+    expect(await withUpstreamTokens(t.grants, t.accountId, t.id, call)).toBe('ok');
+    expect(seen).toEqual(['CANARY-at-1', 'CANARY-at-2']);
+    expect(t.row()?.status).toBe('ok');
+
+    const alwaysRejected = async (tokens: UpstreamTokens) => {
+      seen.push(tokens.accessToken);
+      throw new UpstreamGrantError('terminal', 'rejected');
+    };
+    expect((await rejectionOf(withUpstreamTokens(t.grants, t.accountId, t.id, alwaysRejected))).kind).toBe('terminal');
+    expect(seen.slice(2)).toEqual(['CANARY-at-2', 'CANARY-at-3']);
+    expect(upstream.calls).toBe(2);
+    expect(t.row()?.status).toBe('dead');
+    expect(t.dead).toEqual([[t.accountId, t.id]]);
+  });
+
+  it('does not retire a grant whose rejected tokens were already replaced by someone else', async () => {
+    const upstream = fakeUpstream();
+    const t = setup(upstream);
+    const old = await t.grants.freshTokens(t.accountId, t.id);
+    await t.grants.refreshAfterRejection(t.accountId, t.id, old);
+    await t.grants.retire(t.accountId, t.id, old);
+    expect(t.row()?.status).toBe('ok');
+    expect(t.dead).toEqual([]);
   });
 
   it('kills the grant when the rejected token cannot be refreshed', async () => {
