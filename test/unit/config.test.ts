@@ -148,5 +148,9 @@ describe('start-up', () => {
     const first = await buildApp(loadConfig({ ...env, ENCRYPTION_KEYS: `k0:${key()}` }, () => {}));
     await first.close();
     await expect(buildApp(loadConfig({ ...env, ENCRYPTION_KEYS: `k9:${key()}` }, () => {}))).rejects.toThrow(/^ENCRYPTION_KEYS:.*kid "k0"/);
+    // The right kid with the wrong key material is caught too, before anything is served.
+    await expect(buildApp(loadConfig({ ...env, ENCRYPTION_KEYS: `k0:${key()}` }, () => {}))).rejects.toThrow(
+      /^ENCRYPTION_KEYS: the configured keys cannot open/,
+    );
   });
 });
