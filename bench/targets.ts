@@ -15,7 +15,7 @@ import { loadSigningKeys } from '../src/oauth/keys.ts';
 import { accountFinder, createProvider } from '../src/oauth/provider.ts';
 import { createReplayHooks } from '../src/oauth/replay-policy.ts';
 import { oauthRoutes } from '../src/oauth/routes.ts';
-import { resourceScopeNames } from '../src/oauth/scopes.ts';
+import { BASE_SCOPE, createScopePolicy } from '../src/oauth/scopes.ts';
 import { createAccountStore } from '../src/upstream/accounts.ts';
 import { createGrants, type Grants } from '../src/upstream/grants.ts';
 import { createVault, type Vault } from '../src/upstream/vault.ts';
@@ -55,6 +55,9 @@ async function gatehouseBasics(app: FastifyInstance, config: Config): Promise<vo
   await app.register(cors, corsPolicy(createOriginCheck(config.publicUrl, config.mcpAllowedOrigins)));
 }
 
+/** The bench signs users in with the demo, as `buildApp` does with nothing configured. */
+const benchScopes = createScopePolicy(['demo']);
+
 /** Gatehouse's provider configuration (`buildApp`), with the adapter chosen by the benchmark. */
 function benchProvider(config: Config, storage: Storage, adapter: 'sqlite' | 'memory'): Provider {
   const vault = createVault(config.encryptionKeys);
@@ -67,6 +70,7 @@ function benchProvider(config: Config, storage: Storage, adapter: 'sqlite' | 'me
         : createMemoryAdapterFactory(1_000_000),
     jwks: loadSigningKeys(storage.db, vault),
     findAccount: accountFinder(accounts),
+    scopes: benchScopes,
     renderErrorPage: (title, message) => `${title}: ${message}`,
   });
 }
@@ -118,10 +122,10 @@ async function stubLookupMcpApp(config: Config, accountId: string): Promise<Fast
       provider,
       resourceUrl: config.resourceUrl,
       resourceMetadataUrl: `${config.publicUrl}/.well-known/oauth-protected-resource/mcp`,
-      requiredScopes: resourceScopeNames,
+      requiredScopes: [BASE_SCOPE],
     },
     issuer: config.publicUrl,
-    scopesSupported: resourceScopeNames,
+    scopesSupported: benchScopes.names,
     isAllowedOrigin,
     createServer: () => createMcpServer({ accounts, grants: benchGrants(storage, vault), upstreams: new Map(), version: '0.1.0' }),
   });
@@ -142,6 +146,7 @@ async function benchOAuthApp(config: Config, adapter: 'sqlite' | 'memory'): Prom
     trustProxy: config.trustProxy,
     commits: storage.commits,
     registrationsPerMinute: 1_000_000_000,
+    scopes: benchScopes,
   });
   app.addHook('onClose', async () => storage.close());
   return { app, port: 0, tokens: tokenMinter(provider) };

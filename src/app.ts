@@ -15,7 +15,7 @@ import { loadSigningKeys } from './oauth/keys.ts';
 import { accountFinder, createProvider } from './oauth/provider.ts';
 import { createReplayHooks } from './oauth/replay-policy.ts';
 import { oauthRoutes } from './oauth/routes.ts';
-import { resourceScopeNames } from './oauth/scopes.ts';
+import { BASE_SCOPE, createScopePolicy } from './oauth/scopes.ts';
 import { createAccountStore } from './upstream/accounts.ts';
 import { createGrants } from './upstream/grants.ts';
 import { assertKeyringCovers } from './upstream/key-rotation.ts';
@@ -35,6 +35,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     throw new Error('dangerouslyFetchClientMetadata is refused in production');
   const app = Fastify({ logger: loggerOptions(config, overrides.logStream), trustProxy: config.trustProxy, bodyLimit: 64 * 1024 });
   const upstreams = createUpstreams(config);
+  const scopes = createScopePolicy(upstreams.upstreams.keys());
   const storage = openDatabase(config.databasePath);
   const vault = createVault(config.encryptionKeys);
   assertKeyringCovers(storage.sqlite, vault); // a kid that still seals rows cannot be dropped (`keys rewrap` first)
@@ -53,13 +54,14 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     adapter: createAdapterFactory(storage.sqlite, storage.commits, vault, createReplayHooks(storage.sqlite)),
     jwks: loadSigningKeys(storage.db, vault),
     findAccount: accountFinder(accounts),
+    scopes,
     renderErrorPage: (title, message) => views.error({ title, message }),
     ...(overrides.dangerouslyFetchClientMetadata ? { dangerouslyFetchClientMetadata: overrides.dangerouslyFetchClientMetadata } : {}),
   });
   const { publicUrl, resourceUrl, trustProxy } = config;
   const { commits } = storage;
   const isAllowedOrigin = createOriginCheck(publicUrl, config.mcpAllowedOrigins);
-  const oauth = { provider, publicUrl, resourceUrl, trustProxy, commits, registrationsPerMinute: 60 };
+  const oauth = { provider, publicUrl, resourceUrl, trustProxy, commits, registrationsPerMinute: 60, scopes };
   const login = {
     provider,
     db: storage.db,
@@ -69,6 +71,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     ...upstreams,
     publicUrl,
     resourceUrl,
+    scopes,
     cookieSecrets: config.cookieSecrets,
     commits,
   };
@@ -77,11 +80,11 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       provider,
       resourceUrl,
       resourceMetadataUrl: `${publicUrl}/.well-known/oauth-protected-resource/mcp`,
-      requiredScopes: resourceScopeNames,
+      requiredScopes: [BASE_SCOPE],
       tokenExists: accessTokenExistence(storage.sqlite),
     },
     issuer: publicUrl,
-    scopesSupported: resourceScopeNames,
+    scopesSupported: scopes.names,
     isAllowedOrigin,
     createServer: () => createMcpServer({ accounts, grants, upstreams: upstreams.upstreams, version: '0.1.0' }),
   };

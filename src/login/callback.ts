@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Provider } from 'oidc-provider';
 import type { Db } from '../db/index.ts';
+import type { ScopePolicy } from '../oauth/scopes.ts';
 import type { AccountStore } from '../upstream/accounts.ts';
 import { UpstreamGrantError, UpstreamLoginError, type UpstreamLoginResult, type UpstreamProvider } from '../upstream/types.ts';
 import type { Vault } from '../upstream/vault.ts';
@@ -15,6 +16,7 @@ export interface UpstreamCallbackOptions {
   upstreams: ReadonlyMap<string, UpstreamProvider>;
   publicUrl: string;
   resourceUrl: string;
+  scopes: ScopePolicy;
   errorPage(reply: FastifyReply, status: number, message: string, startAgainUrl?: string): FastifyReply;
   /** The message for an interaction that is gone. */
   expired: string;
@@ -75,7 +77,7 @@ export function registerUpstreamCallback(app: FastifyInstance, options: Upstream
         ...login,
         signedInAccountId: interaction.session?.accountId,
       });
-      const returnTo = await completeAuthorization(provider, interaction.uid, accountId, options.resourceUrl);
+      const returnTo = await completeAuthorization(provider, interaction.uid, accountId, options.resourceUrl, options.scopes);
       return returnTo ? reply.redirect(returnTo, 303) : errorPage(reply, 400, options.expired);
     },
   );

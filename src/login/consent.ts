@@ -1,6 +1,6 @@
 import type { Provider } from 'oidc-provider';
 import { isLoopbackOnly } from '../oauth/registration-policy.ts';
-import { describeScopes, resourceScopeNames } from '../oauth/scopes.ts';
+import type { ScopePolicy } from '../oauth/scopes.ts';
 import type { ConsentView } from './views.ts';
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -11,6 +11,8 @@ const OIDC_SCOPES = new Set(['openid', 'email', 'profile']);
 export async function describeClient(
   provider: Provider,
   interaction: Interaction,
+  scopes: ScopePolicy,
+  resourceUrl: string,
 ): Promise<Pick<ConsentView, 'clientName' | 'clientId' | 'redirectHost' | 'redirectUri' | 'unverified' | 'localhostOnly' | 'scopes'>> {
   const clientId = String(interaction.params.client_id);
   const client = await provider.Client.find(clientId);
@@ -25,7 +27,7 @@ export async function describeClient(
     // Every client here registered itself (DCR) or named itself (a metadata document): none is vetted.
     unverified: true,
     localhostOnly: isLoopbackOnly(client?.redirectUris ?? [redirectUri]),
-    scopes: describeScopes(String(interaction.params.scope ?? '').split(' ')),
+    scopes: await describeRequestedScopes(provider, interaction, scopes, resourceUrl),
   };
 }
 
@@ -39,6 +41,7 @@ export async function completeAuthorization(
   uid: string,
   accountId: string,
   resourceUrl: string,
+  scopes: ScopePolicy,
 ): Promise<string | undefined> {
   const interaction = await provider.Interaction.find(uid);
   if (!interaction) return undefined;
@@ -51,8 +54,8 @@ export async function completeAuthorization(
     .split(' ')
     .filter(Boolean);
   // oidc-provider checks every scope in its `scopes` list as an OIDC scope too, resource scopes included.
-  const oidcScopes = requested.filter((scope) => OIDC_SCOPES.has(scope) || resourceScopeNames.includes(scope));
-  const resourceScopes = requested.filter((scope) => resourceScopeNames.includes(scope));
+  const oidcScopes = requested.filter((scope) => OIDC_SCOPES.has(scope) || scopes.names.includes(scope));
+  const resourceScopes = requested.filter((scope) => scopes.names.includes(scope));
   if (oidcScopes.length > 0) grant.addOIDCScope(oidcScopes.join(' '));
   if (resourceScopes.length > 0) grant.addResourceScope(resourceUrl, resourceScopes.join(' '));
   const grantId = await grant.save();
@@ -60,6 +63,21 @@ export async function completeAuthorization(
   interaction.result = { login: { accountId }, consent: { grantId } };
   await interaction.save(interaction.exp - Math.floor(Date.now() / 1000));
   return interaction.returnTo;
+}
+
+/**
+ * What the client asks for, in words. On a step-up (the client already holds a grant and asks for
+ * more), the scopes it does not have yet are marked as added, so the user sees what changes.
+ */
+async function describeRequestedScopes(provider: Provider, interaction: Interaction, scopes: ScopePolicy, resourceUrl: string) {
+  const described = scopes.describe(String(interaction.params.scope ?? '').split(' '));
+  const grant = interaction.grantId ? await provider.Grant.find(interaction.grantId) : undefined;
+  const held = new Set(
+    String(grant?.getResourceScope(resourceUrl) ?? '')
+      .split(' ')
+      .filter(Boolean),
+  );
+  return described.map((scope) => ({ ...scope, added: held.size > 0 && !held.has(scope.name) }));
 }
 
 /** The client's original authorization request, to offer "Start again" after a failed login. */

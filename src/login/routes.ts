@@ -9,6 +9,7 @@ import type { Provider } from 'oidc-provider';
 import type { Commits } from '../db/commits.ts';
 import type { Db } from '../db/index.ts';
 import { hijackReply } from '../http.ts';
+import type { ScopePolicy } from '../oauth/scopes.ts';
 import type { AccountStore } from '../upstream/accounts.ts';
 import type { DemoProvider } from '../upstream/demo.ts';
 import { UpstreamGrantError, type UpstreamProvider } from '../upstream/types.ts';
@@ -31,6 +32,7 @@ export interface LoginRoutesOptions {
   demo: DemoProvider | undefined;
   publicUrl: string;
   resourceUrl: string;
+  scopes: ScopePolicy;
   cookieSecrets: readonly string[];
   /** The group commit; responses the provider writes itself wait for it (Fastify replies wait in app.ts). */
   commits: Pick<Commits, 'pending' | 'durable'>;
@@ -142,7 +144,7 @@ export async function loginRoutes(app: FastifyInstance, options: LoginRoutesOpti
     ];
     const uid = encodeURIComponent(interaction.uid);
     const view = {
-      ...(await describeClient(provider, interaction)),
+      ...(await describeClient(provider, interaction, options.scopes, options.resourceUrl)),
       providers,
       action: `/interaction/${uid}/approve`,
       cancelAction: `/interaction/${uid}/cancel`,
@@ -164,7 +166,13 @@ export async function loginRoutes(app: FastifyInstance, options: LoginRoutesOpti
         return errorPage(reply, 400, 'Choose one of the sign-in options on the previous page.', restartUrl(interaction));
       rememberApproval(request, reply, String(interaction.params.client_id), secure);
       if (!upstream) {
-        const returnTo = await completeAuthorization(provider, interaction.uid, signedInAccountId as string, options.resourceUrl);
+        const returnTo = await completeAuthorization(
+          provider,
+          interaction.uid,
+          signedInAccountId as string,
+          options.resourceUrl,
+          options.scopes,
+        );
         return returnTo ? reply.redirect(returnTo, 303) : errorPage(reply, 400, expired);
       }
       return sendUpstream(request, reply, interaction, upstream);

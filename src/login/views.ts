@@ -12,7 +12,8 @@ export interface ConsentView {
   unverified: boolean;
   /** Every redirect URI is a loopback address, so only a program on the user's device receives the grant. */
   localhostOnly: boolean;
-  scopes: { name: string; description: string }[];
+  /** `added`: not in the grant the client already holds (a step-up); the page marks it. */
+  scopes: { name: string; description: string; added?: boolean }[];
   /** One "Continue with <label>" submit button each, posted as `provider=<id>`. */
   providers: { id: string; label: string }[];
   action: string;

@@ -2,13 +2,15 @@ import type { AdapterFactory, Configuration, FindAccount, KoaContextWithOIDC } f
 import { errors, Provider } from 'oidc-provider';
 import type { Config } from '../config.ts';
 import type { SigningJwks } from './keys.ts';
-import { resourceScopeNames } from './scopes.ts';
+import type { ScopePolicy } from './scopes.ts';
 
 export interface ProviderOptions {
   config: Config;
   adapter: AdapterFactory;
   jwks: SigningJwks;
   findAccount: FindAccount;
+  /** Which scopes exist (the tool families of the enabled providers). */
+  scopes: ScopePolicy;
   /** Renders the end-user error page (errors before the client and redirect URI are trusted). */
   renderErrorPage(title: string, message: string): string;
   /**
@@ -47,14 +49,14 @@ export function isOurResource(resource: string, resourceUrl: string): boolean {
  */
 export function createProvider(options: ProviderOptions): Provider {
   const { config } = options;
-  const scopes = resourceScopeNames.join(' ');
+  const scopes = options.scopes.names.join(' ');
 
   const configuration: Configuration = {
     adapter: options.adapter,
     jwks: options.jwks as Configuration['jwks'],
     findAccount: options.findAccount,
     clients: [],
-    scopes: ['openid', 'email', 'profile', ...resourceScopeNames],
+    scopes: ['openid', 'email', 'profile', ...options.scopes.names],
     claims: { openid: ['sub'], email: ['email'], profile: ['name'] },
     responseTypes: ['code'],
     clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post'],

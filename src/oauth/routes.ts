@@ -7,7 +7,7 @@ import { OAuthError } from '../errors.ts';
 import { hijackReply } from '../http.ts';
 import { isOurResource } from './provider.ts';
 import { sanitizeRegistration } from './registration-policy.ts';
-import { DEFAULT_SCOPE, resourceScopeNames } from './scopes.ts';
+import type { ScopePolicy } from './scopes.ts';
 
 export interface OAuthRoutesOptions {
   provider: Provider;
@@ -19,6 +19,7 @@ export interface OAuthRoutesOptions {
   commits: Pick<Commits, 'pending' | 'durable'>;
   /** DCR requests per minute per client IP; shared egress IPs (claude.ai, ChatGPT) stay well below it. */
   registrationsPerMinute: number;
+  scopes: ScopePolicy;
 }
 
 /** Paths oidc-provider serves, besides `/authorize` and `/register` which get their own handling below. */
@@ -74,7 +75,7 @@ export async function oauthRoutes(app: FastifyInstance, options: OAuthRoutesOpti
   await app.register(rateLimit, { global: false });
 
   app.get('/authorize', (request, reply) => {
-    request.raw.url = withAuthorizeDefaults(request.raw.url ?? '/authorize', resourceUrl);
+    request.raw.url = withAuthorizeDefaults(request.raw.url ?? '/authorize', resourceUrl, options.scopes.defaultScope);
     dispatch(request, reply);
   });
   for (const url of PROVIDER_PATHS.filter((path) => path !== '/authorize')) {
@@ -100,7 +101,7 @@ export async function oauthRoutes(app: FastifyInstance, options: OAuthRoutesOpti
       (request, reply) => {
         // oidc-provider reads an already-parsed body from req.body (lib/shared/selective_body.js).
         (request.raw as typeof request.raw & { body?: unknown }).body = sanitizeRegistration(request.body, {
-          supportedScopes: resourceScopeNames,
+          supportedScopes: options.scopes.names,
         });
         dispatch(request, reply);
       },
@@ -108,7 +109,7 @@ export async function oauthRoutes(app: FastifyInstance, options: OAuthRoutesOpti
     // An update replaces the whole registration, so it must pass the same policy, or a client could
     // register clean and then swap in redirect URIs that POST /register refuses.
     registration.put('/register/:clientId', (request, reply) => {
-      const sanitized = sanitizeRegistration(request.body, { supportedScopes: resourceScopeNames });
+      const sanitized = sanitizeRegistration(request.body, { supportedScopes: options.scopes.names });
       // RFC 7592 §2.2: the update repeats client_id (and client_secret, if any); oidc-provider checks them.
       const { client_id, client_secret } = request.body as Record<string, unknown>;
       (request.raw as typeof request.raw & { body?: unknown }).body = {
@@ -125,10 +126,10 @@ export async function oauthRoutes(app: FastifyInstance, options: OAuthRoutesOpti
  * MCP clients send authorization requests without `scope` (ChatGPT on reconnect) or with the resource
  * spelled slightly differently; both are normalised here so the grant matches the token request.
  */
-export function withAuthorizeDefaults(rawUrl: string, resourceUrl: string): string {
+export function withAuthorizeDefaults(rawUrl: string, resourceUrl: string, defaultScope: string): string {
   const url = new URL(rawUrl, 'http://gatehouse.invalid');
   const params = url.searchParams;
-  if (!params.get('scope')?.trim() && params.getAll('scope').length <= 1) params.set('scope', DEFAULT_SCOPE);
+  if (!params.get('scope')?.trim() && params.getAll('scope').length <= 1) params.set('scope', defaultScope);
   const resources = params.getAll('resource');
   if (resources.length === 1 && resources[0] !== resourceUrl && isOurResource(resources[0] as string, resourceUrl)) {
     params.set('resource', resourceUrl);

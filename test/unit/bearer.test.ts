@@ -8,6 +8,7 @@ import { type BearerOptions, verifyBearer } from '../../src/mcp/bearer.ts';
 import { accessTokenExistence, createAdapterFactory } from '../../src/oauth/adapter.ts';
 import { createProvider } from '../../src/oauth/provider.ts';
 import { createReplayHooks } from '../../src/oauth/replay-policy.ts';
+import { createScopePolicy } from '../../src/oauth/scopes.ts';
 import { createVault } from '../../src/upstream/vault.ts';
 
 const config = loadConfig(
@@ -51,6 +52,7 @@ describe('verifyBearer', () => {
       adapter: createAdapterFactory(storage.sqlite, storage.commits, vault, createReplayHooks(storage.sqlite)),
       jwks: { keys: [] },
       findAccount: async () => undefined,
+      scopes: createScopePolicy([]),
       renderErrorPage: () => '',
     });
     options = {
