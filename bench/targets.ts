@@ -83,7 +83,8 @@ async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 
   const app = benchFastify(config);
   await gatehouseBasics(app, config);
   const options = {
-    createServer: () => createMcpServer({ accounts, grants: benchGrants(storage, vault), upstreams: new Map(), version: '0.1.0' }),
+    createServer: () =>
+      createMcpServer({ accounts, grants: benchGrants(storage, vault), upstreams: new Map(), scopes: benchScopes, version: '0.1.0' }),
     authInfo: {
       token: 'bench',
       clientId: 'bench-client',
@@ -127,7 +128,8 @@ async function stubLookupMcpApp(config: Config, accountId: string): Promise<Fast
     issuer: config.publicUrl,
     scopesSupported: benchScopes.names,
     isAllowedOrigin,
-    createServer: () => createMcpServer({ accounts, grants: benchGrants(storage, vault), upstreams: new Map(), version: '0.1.0' }),
+    createServer: () =>
+      createMcpServer({ accounts, grants: benchGrants(storage, vault), upstreams: new Map(), scopes: benchScopes, version: '0.1.0' }),
   });
   app.addHook('onClose', async () => storage.close());
   return app;

@@ -75,6 +75,14 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     cookieSecrets: config.cookieSecrets,
     commits,
   };
+  const tools = {
+    accounts,
+    grants,
+    upstreams: upstreams.upstreams,
+    scopes,
+    version: '0.1.0',
+    onInternalError: (tool: string, error: unknown) => app.log.error({ tool, err: error }, 'tool failed inside Gatehouse'),
+  };
   const mcp = {
     bearer: {
       provider,
@@ -85,8 +93,9 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     },
     issuer: publicUrl,
     scopesSupported: scopes.names,
+    requiredScope: scopes.requiredScope,
     isAllowedOrigin,
-    createServer: () => createMcpServer({ accounts, grants, upstreams: upstreams.upstreams, version: '0.1.0' }),
+    createServer: () => createMcpServer(tools),
   };
 
   app.addHook('onSend', (_request, _reply, payload, done) => {

@@ -107,3 +107,25 @@ function remember(options: BearerOptions, token: string, verified: Verified): vo
   if (cache.size >= VERIFIED_MAX) cache.delete(cache.keys().next().value as string);
   cache.set(token, verified);
 }
+
+/**
+ * Step-up (MCP authorization, 2025-11-25 and later): a `tools/call` of a tool whose scope the token
+ * lacks is refused with 403 `insufficient_scope` before it reaches the tool. The challenge names every
+ * scope the client needs, the ones it holds plus the missing one, so re-authorizing does not drop any.
+ */
+export function requireToolScope(
+  message: unknown,
+  auth: AuthInfo,
+  options: BearerOptions,
+  requiredScope: (tool: string) => string | undefined,
+): void {
+  if (typeof message !== 'object' || message === null) return;
+  const { method, params } = message as { method?: unknown; params?: { name?: unknown } };
+  if (method !== 'tools/call' || typeof params?.name !== 'string') return;
+  const needed = requiredScope(params.name);
+  if (!needed || auth.scopes.includes(needed)) return;
+  const description = `the tool ${params.name.slice(0, 64)} needs the scope ${needed}`;
+  throw new OAuthError('insufficient_scope', description, 403, {
+    'www-authenticate': bearerChallenge(options, { code: 'insufficient_scope', description, scope: [...auth.scopes, needed] }),
+  });
+}

@@ -1,7 +1,7 @@
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { OAuthError } from '../errors.ts';
-import { type BearerOptions, bearerChallenge, verifyBearer } from './bearer.ts';
+import { type BearerOptions, bearerChallenge, requireToolScope, verifyBearer } from './bearer.ts';
 import { createMcpSessions, type McpSessionsOptions } from './sessions.ts';
 
 export interface McpRoutesOptions extends McpSessionsOptions {
@@ -10,6 +10,8 @@ export interface McpRoutesOptions extends McpSessionsOptions {
   scopesSupported: readonly string[];
   /** Whether a browser `Origin` may call /mcp (see `origin.ts`). */
   isAllowedOrigin(origin: string): boolean;
+  /** The scope a tool needs (`oauth/scopes.ts`); a `tools/call` without it is refused for step-up. */
+  requiredScope?(tool: string): string | undefined;
 }
 
 type GatedRequest = FastifyRequest & { mcpAuth?: AuthInfo };
@@ -56,6 +58,10 @@ export async function mcpRoutes(app: FastifyInstance, options: McpRoutesOptions)
     url: '/mcp',
     bodyLimit: 1024 * 1024,
     onRequest: gate,
-    handler: (request, reply) => sessions.handle(request, reply, (request as GatedRequest).mcpAuth as AuthInfo),
+    handler: (request, reply) => {
+      const auth = (request as GatedRequest).mcpAuth as AuthInfo;
+      if (options.requiredScope) requireToolScope(request.body, auth, options.bearer, options.requiredScope);
+      return sessions.handle(request, reply, auth);
+    },
   });
 }

@@ -1,17 +1,9 @@
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { z } from 'zod';
-import type { AccountStore, LinkedAccount } from '../../upstream/accounts.ts';
-import type { Grants } from '../../upstream/grants.ts';
-import { UpstreamGrantError, type UpstreamProvider } from '../../upstream/types.ts';
+import type { LinkedAccount } from '../../upstream/accounts.ts';
 import { withUpstreamTokens } from '../../upstream/upstream-call.ts';
-import { accountIdOf } from '../context.ts';
-import { reportUpstreamFailure } from '../upstream-outcome.ts';
-
-export interface IdentityToolDeps {
-  accounts: AccountStore;
-  grants: Grants;
-  upstreams: ReadonlyMap<string, UpstreamProvider>;
-}
+import type { ToolContext } from '../tool-context.ts';
+import { type ToolRunnerDeps, toolHandler } from '../tool-runner.ts';
 
 const identitySchema = z.object({
   provider: z.string(),
@@ -23,14 +15,23 @@ const identitySchema = z.object({
 });
 type Identity = z.infer<typeof identitySchema>;
 
-/** `whoami`: every deployment has it. Who the caller is, as Gatehouse and the upstream know them. */
-export function registerIdentityTools(server: McpServer, deps: IdentityToolDeps): void {
+const connectionSchema = z.object({
+  account: z.string().describe('Pass this as `account` to a tool to act as this connection'),
+  provider: z.string(),
+  label: z.string(),
+  email: z.string().nullable(),
+  name: z.string().nullable(),
+  status: z.enum(['ok', 'needs_reconnect']),
+});
+
+/** `whoami` and `list_connections`: every deployment has them (base scope). Who the caller is, and with which upstream accounts. */
+export function registerIdentityTools(server: McpServer, deps: ToolRunnerDeps): void {
   /** Email and name as the upstream says them now, through the user's own fresh upstream token. */
-  const lookUp = async (accountId: string, linked: LinkedAccount): Promise<Identity> => {
+  const lookUp = async (context: ToolContext, linked: LinkedAccount): Promise<Identity> => {
     const remembered = { provider: linked.provider, email: linked.email, name: linked.name, status: linked.status, live: false };
     const fetchIdentity = deps.upstreams.get(linked.provider)?.fetchIdentity;
     if (linked.status === 'dead' || !fetchIdentity) return remembered;
-    const live = await withUpstreamTokens(deps.grants, accountId, linked.id, (tokens) => fetchIdentity(tokens));
+    const live = await withUpstreamTokens(deps.grants, context.accountId, linked.id, (tokens) => fetchIdentity(tokens));
     return { ...remembered, email: live.email ?? linked.email, name: live.name ?? linked.name, live: true };
   };
 
@@ -44,22 +45,12 @@ export function registerIdentityTools(server: McpServer, deps: IdentityToolDeps)
       outputSchema: { account: z.string(), provider: z.string(), identities: z.array(identitySchema) },
       annotations: { readOnlyHint: true, openWorldHint: true },
     },
-    async (_args, extra) => {
-      const accountId = accountIdOf(extra.authInfo);
-      const account = deps.accounts.findAccount(accountId);
+    toolHandler(deps, 'whoami', async (_args, context) => {
+      const account = deps.accounts.findAccount(context.accountId);
       if (!account)
         return { isError: true, content: [{ type: 'text', text: 'Your Gatehouse account no longer exists. Reconnect to sign in again.' }] };
-      let identities: Identity[];
-      try {
-        identities = await Promise.all(account.upstream.map((linked) => lookUp(accountId, linked)));
-      } catch (error) {
-        if (!(error instanceof UpstreamGrantError)) throw error;
-        reportUpstreamFailure(extra.authInfo, error);
-        const advice = error.kind === 'terminal' ? 'Reconnect to sign in again.' : `Try again in ${error.retryAfter} seconds.`;
-        return { isError: true, content: [{ type: 'text', text: `${error.message} ${advice}` }] };
-      }
+      const identities = await Promise.all(account.upstream.map((linked) => lookUp(context, linked)));
       const primary = identities[0];
-      const structured = { account: account.id, provider: primary?.provider ?? 'none', identities };
       const who = primary
         ? `${primary.name ?? primary.email ?? 'unknown'}${primary.email ? ` <${primary.email}>` : ''} via ${primary.provider}`
         : 'no linked identity';
@@ -71,9 +62,41 @@ export function registerIdentityTools(server: McpServer, deps: IdentityToolDeps)
               .join(', ')}.`
           : '';
       return {
-        structuredContent: structured,
+        structuredContent: { account: account.id, provider: primary?.provider ?? 'none', identities },
         content: [{ type: 'text', text: `You are ${who} (Gatehouse account ${account.id}).${others}` }],
       };
+    }),
+  );
+
+  server.registerTool(
+    'list_connections',
+    {
+      title: 'List connected accounts',
+      description:
+        'Lists the upstream accounts (Google, Microsoft, OwnerRez) connected to this Gatehouse account, with the `account` value to pass to other tools when you have several of one provider, and whether each needs reconnecting. Never returns tokens.',
+      inputSchema: {},
+      outputSchema: { connections: z.array(connectionSchema) },
+      annotations: { readOnlyHint: true, openWorldHint: false },
     },
+    toolHandler(deps, 'list_connections', async (_args, context) => {
+      const linked = deps.accounts.findAccount(context.accountId)?.upstream ?? [];
+      const connections = linked.map((connection) => ({
+        account: connection.id,
+        provider: connection.provider,
+        label: deps.upstreams.get(connection.provider)?.label ?? connection.provider,
+        email: connection.email,
+        name: connection.name,
+        status: connection.status === 'ok' ? ('ok' as const) : ('needs_reconnect' as const),
+      }));
+      const lines = connections.map(
+        (c) => `- ${c.label}: ${c.email ?? c.name ?? 'unknown'} (account ${c.account})${c.status === 'ok' ? '' : ' — needs reconnecting'}`,
+      );
+      return {
+        structuredContent: { connections },
+        content: [
+          { type: 'text', text: connections.length ? `Connected accounts:\n${lines.join('\n')}` : 'No upstream account is connected.' },
+        ],
+      };
+    }),
   );
 }
