@@ -45,6 +45,12 @@ export interface Config {
   };
   /** Browser origins allowed to call /mcp besides our own and loopback ones (MCP Inspector). */
   readonly mcpAllowedOrigins: readonly string[];
+  /** Upstream API origins the tools call (tests point them at fakes); tools append `/calendar/v3/…`, `/v1.0/…`, `/v2/…`. */
+  readonly apiUrls: { readonly google: string; readonly graph: string };
+  /** Proxy mode: /mcp is forwarded to this backend MCP server with the caller's upstream token of `provider`. */
+  readonly backend: { readonly url: string; readonly provider: 'entra' | 'google' | 'ownerrez' } | undefined;
+  /** Tool calls allowed per minute, per Gatehouse account and per MCP client (persisted across restarts). */
+  readonly toolRateLimits: { readonly perAccount: number; readonly perClient: number };
 }
 
 /** Thrown when the environment cannot produce a valid configuration; the message names the variable. */
@@ -81,6 +87,7 @@ export function loadConfig(env: Env, warn: (message: string) => void = console.w
   }
 
   const secrets = resolveSecrets(env, production, dirname(databasePath), warn);
+  const backend = parseBackend(env, upstreams);
   if (demoLogin) warn('DEMO_LOGIN is on: anyone can sign in as any email. Configure a real identity provider before exposing Gatehouse.');
 
   return Object.freeze({
@@ -100,6 +107,15 @@ export function loadConfig(env: Env, warn: (message: string) => void = console.w
     mcpAllowedOrigins: parseList(env.MCP_ALLOWED_ORIGINS).map((origin) =>
       parseOrigin({ MCP_ALLOWED_ORIGINS: origin }, 'MCP_ALLOWED_ORIGINS', origin),
     ),
+    apiUrls: {
+      google: parseUpstreamUrl(env, 'GOOGLE_API_URL', 'https://www.googleapis.com'),
+      graph: parseUpstreamUrl(env, 'GRAPH_API_URL', 'https://graph.microsoft.com'),
+    },
+    backend,
+    toolRateLimits: {
+      perAccount: parseInteger(env, 'TOOL_CALLS_PER_MINUTE_PER_ACCOUNT', 120, 1, 1_000_000),
+      perClient: parseInteger(env, 'TOOL_CALLS_PER_MINUTE_PER_CLIENT', 600, 1, 1_000_000),
+    },
   });
 }
 
@@ -113,7 +129,7 @@ function parseUpstreams(env: Env): Config['upstreams'] {
       tenantId,
       allowedTenants: parseAllowedTenants(env, tenantId),
       issuer: parseUpstreamUrl(env, 'ENTRA_ISSUER', `https://login.microsoftonline.com/${tenantId}/v2.0`),
-      scopes: parseScopes(env, 'ENTRA_SCOPES', 'User.Read'),
+      scopes: parseScopes(env, 'ENTRA_SCOPES', 'User.Read Calendars.Read'),
     };
   }
   if (env.GOOGLE_CLIENT_ID) {
@@ -122,7 +138,7 @@ function parseUpstreams(env: Env): Config['upstreams'] {
       clientSecret: requireSecret(env, 'GOOGLE_CLIENT_SECRET'),
       allowedDomains: parseList(env.GOOGLE_ALLOWED_DOMAINS).map((domain) => domain.toLowerCase()),
       issuer: parseUpstreamUrl(env, 'GOOGLE_ISSUER', 'https://accounts.google.com'),
-      scopes: parseScopes(env, 'GOOGLE_SCOPES', ''),
+      scopes: parseScopes(env, 'GOOGLE_SCOPES', 'https://www.googleapis.com/auth/calendar.readonly'),
     };
   }
   if (env.OWNERREZ_CLIENT_ID) {
@@ -135,6 +151,22 @@ function parseUpstreams(env: Env): Config['upstreams'] {
     };
   }
   return upstreams;
+}
+
+const BACKEND_PROVIDERS = ['entra', 'google', 'ownerrez'] as const;
+
+/** MCP_BACKEND_URL needs MCP_BACKEND_PROVIDER: whose upstream token the backend receives; that provider must be enabled. */
+function parseBackend(env: Env, upstreams: Config['upstreams']): Config['backend'] {
+  if (!env.MCP_BACKEND_URL) {
+    if (env.MCP_BACKEND_PROVIDER) throw new ConfigError('MCP_BACKEND_PROVIDER', 'set only together with MCP_BACKEND_URL');
+    return undefined;
+  }
+  const url = parseUpstreamUrl(env, 'MCP_BACKEND_URL', env.MCP_BACKEND_URL);
+  const provider = env.MCP_BACKEND_PROVIDER as (typeof BACKEND_PROVIDERS)[number];
+  if (!BACKEND_PROVIDERS.includes(provider))
+    throw new ConfigError('MCP_BACKEND_PROVIDER', `expected one of ${BACKEND_PROVIDERS.join(', ')}`);
+  if (!upstreams[provider]) throw new ConfigError('MCP_BACKEND_PROVIDER', `${provider} is not enabled (set its client id)`);
+  return { url, provider };
 }
 
 interface Secrets {

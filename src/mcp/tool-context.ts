@@ -26,6 +26,11 @@ export interface UpstreamHandle {
   fetch(url: string | URL, init?: RequestInit): Promise<Response>;
   /** The fresh upstream access token itself, for forwarding to a backend MCP server (proxy mode) only. */
   accessToken(): Promise<string>;
+  /**
+   * Whether the upstream granted `scope` (from the token response's `scope`); true when the upstream
+   * did not say, so a tool only refuses up front when it knows the scope is missing.
+   */
+  hasUpstreamScope(scope: string): Promise<boolean>;
 }
 
 /** What every tool call knows: who calls, through which client, with which scopes, and their upstream accounts. */
@@ -108,6 +113,10 @@ export function createToolContext(deps: ToolContextDeps, authInfo: AuthInfo | un
             return response;
           }),
         accessToken: async () => (await deps.grants.freshTokens(accountId, connection.id)).accessToken,
+        async hasUpstreamScope(scope) {
+          const granted = (await deps.grants.freshTokens(accountId, connection.id)).scope;
+          return granted === undefined || granted.split(' ').includes(scope);
+        },
       };
     },
   };

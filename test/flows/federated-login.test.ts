@@ -118,7 +118,7 @@ const ownerRezUser = (who: { email: string; name: string }, id: string) => {
   return { id: Number(id), email: who.email, firstName, lastName: rest.join(' ') };
 };
 const FAKE_TENANT = '11111111-1111-4111-8111-111111111111';
-const ENTRA_SCOPES = ['openid', 'profile', 'email', 'offline_access', 'User.Read'];
+const ENTRA_SCOPES = ['openid', 'profile', 'email', 'offline_access', 'User.Read', 'Calendars.Read'];
 
 describe('MCP client through federated login to Entra ID, Google and OwnerRez', () => {
   let entra: FakeOidc;
@@ -195,7 +195,7 @@ describe('MCP client through federated login to Entra ID, Google and OwnerRez', 
   }
 
   describe('Entra ID', () => {
-    it("asks Entra for exactly openid profile email offline_access User.Read, with PKCE S256, state and nonce, and never forwards the MCP client's resource or scope", async () => {
+    it("asks Entra for exactly openid profile email offline_access and the Graph scopes the tools need (User.Read Calendars.Read), with PKCE S256, state and nonce, and never forwards the MCP client's resource or scope", async () => {
       entra.user = { ...person('scoped'), oid: uuid('b') };
       const oauth = new WatchedOAuthClient();
       const { client } = await connectThroughUpstream(gatehouse.url, 'entra', { oauth });
@@ -326,7 +326,12 @@ describe('MCP client through federated login to Entra ID, Google and OwnerRez', 
       const sent = google.lastAuthorizationParams;
       expect(sent?.get('access_type')).toBe('offline');
       expect(sent?.get('prompt')).toBe('consent');
-      expect((sent?.get('scope') ?? '').split(' ').sort()).toEqual(['email', 'openid', 'profile']);
+      expect((sent?.get('scope') ?? '').split(' ').sort()).toEqual([
+        'email',
+        'https://www.googleapis.com/auth/calendar.readonly',
+        'openid',
+        'profile',
+      ]);
       expect(sent?.get('code_challenge_method')).toBe('S256');
       expect(sent?.get('state')).toBeTruthy();
       expect(sent?.get('nonce')).toBeTruthy();

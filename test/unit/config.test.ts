@@ -98,7 +98,7 @@ describe('loadConfig', () => {
     expect(loadConfig(entra({ ENTRA_TENANT_ID: tenant }), () => {}).upstreams.entra).toMatchObject({
       allowedTenants: [tenant.toLowerCase()],
       issuer: `https://login.microsoftonline.com/${tenant}/v2.0`,
-      scopes: ['User.Read'],
+      scopes: ['User.Read', 'Calendars.Read'],
     });
     expect(failure(entra({ ENTRA_TENANT_ID: tenant, ENTRA_ALLOWED_TENANTS: 'other' }))).toMatch(/^ENTRA_ALLOWED_TENANTS:.*only itself/);
     const multi = loadConfig(entra({ ENTRA_ALLOWED_TENANTS: 'T1, t2', ENTRA_SCOPES: 'User.Read Calendars.Read' }), () => {});
