@@ -57,6 +57,8 @@ async function gatehouseBasics(app: FastifyInstance, config: Config): Promise<vo
 
 /** The bench signs users in with the demo, as `buildApp` does with nothing configured. */
 const benchScopes = createScopePolicy(['demo']);
+/** No upstream tool family is enabled in the bench; the API origins are never called. */
+const benchApiUrls = { google: 'https://www.googleapis.com', graph: 'https://graph.microsoft.com', ownerrez: 'https://api.ownerrez.com' };
 
 /** Gatehouse's provider configuration (`buildApp`), with the adapter chosen by the benchmark. */
 function benchProvider(config: Config, storage: Storage, adapter: 'sqlite' | 'memory'): Provider {
@@ -84,7 +86,14 @@ async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 
   await gatehouseBasics(app, config);
   const options = {
     createServer: () =>
-      createMcpServer({ accounts, grants: benchGrants(storage, vault), upstreams: new Map(), scopes: benchScopes, version: '0.1.0' }),
+      createMcpServer({
+        accounts,
+        grants: benchGrants(storage, vault),
+        upstreams: new Map(),
+        scopes: benchScopes,
+        apiUrls: benchApiUrls,
+        version: '0.1.0',
+      }),
     authInfo: {
       token: 'bench',
       clientId: 'bench-client',
@@ -129,7 +138,14 @@ async function stubLookupMcpApp(config: Config, accountId: string): Promise<Fast
     scopesSupported: benchScopes.names,
     isAllowedOrigin,
     createServer: () =>
-      createMcpServer({ accounts, grants: benchGrants(storage, vault), upstreams: new Map(), scopes: benchScopes, version: '0.1.0' }),
+      createMcpServer({
+        accounts,
+        grants: benchGrants(storage, vault),
+        upstreams: new Map(),
+        scopes: benchScopes,
+        apiUrls: benchApiUrls,
+        version: '0.1.0',
+      }),
   });
   app.addHook('onClose', async () => storage.close());
   return app;

@@ -80,6 +80,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     grants,
     upstreams: upstreams.upstreams,
     scopes,
+    apiUrls: { ...config.apiUrls, ownerrez: config.upstreams.ownerrez?.apiUrl ?? 'https://api.ownerrez.com' },
     version: '0.1.0',
     onInternalError: (tool: string, error: unknown) => app.log.error({ tool, err: error }, 'tool failed inside Gatehouse'),
   };

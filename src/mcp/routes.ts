@@ -12,9 +12,17 @@ export interface McpRoutesOptions extends McpSessionsOptions {
   isAllowedOrigin(origin: string): boolean;
   /** The scope a tool needs (`oauth/scopes.ts`); a `tools/call` without it is refused for step-up. */
   requiredScope?(tool: string): string | undefined;
+  /** Runs before a `tools/call` reaches the tool (after the scope check); throws an OAuthError to refuse it (rate limits). */
+  beforeToolCall?(tool: string, auth: AuthInfo): void;
 }
 
 type GatedRequest = FastifyRequest & { mcpAuth?: AuthInfo };
+
+/** The tool a JSON-RPC `tools/call` names, if the body is one. */
+function toolCalled(body: unknown): string | undefined {
+  const { method, params } = (typeof body === 'object' && body !== null ? body : {}) as { method?: unknown; params?: { name?: unknown } };
+  return method === 'tools/call' && typeof params?.name === 'string' ? params.name : undefined;
+}
 
 /**
  * The resource server: protected-resource metadata (RFC 9728), the bearer gate, and Streamable HTTP
@@ -61,6 +69,8 @@ export async function mcpRoutes(app: FastifyInstance, options: McpRoutesOptions)
     handler: (request, reply) => {
       const auth = (request as GatedRequest).mcpAuth as AuthInfo;
       if (options.requiredScope) requireToolScope(request.body, auth, options.bearer, options.requiredScope);
+      const tool = toolCalled(request.body);
+      if (tool !== undefined) options.beforeToolCall?.(tool, auth);
       return sessions.handle(request, reply, auth);
     },
   });

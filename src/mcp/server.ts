@@ -1,16 +1,23 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { ScopePolicy } from '../oauth/scopes.ts';
-import type { ToolRunnerDeps } from './tool-runner.ts';
+import type { ToolFamilyDeps } from './tool-runner.ts';
+import { registerGoogleCalendarTools } from './tools/google-calendar.ts';
 import { registerIdentityTools } from './tools/identity.ts';
+import { registerMicrosoftTools } from './tools/microsoft.ts';
+import { registerOwnerRezTools } from './tools/ownerrez.ts';
 
-export interface McpServerDeps extends ToolRunnerDeps {
+export interface McpServerDeps extends ToolFamilyDeps {
   version: string;
   /** Which tool families exist here: one per enabled upstream provider (`oauth/scopes.ts`). */
   scopes: Pick<ScopePolicy, 'families'>;
 }
 
 /** Registers one tool family's tools; keyed by the upstream provider the family needs. */
-const FAMILIES: Record<string, (server: McpServer, deps: ToolRunnerDeps) => void> = {};
+const FAMILIES: Record<string, (server: McpServer, deps: ToolFamilyDeps) => void> = {
+  google: registerGoogleCalendarTools,
+  entra: registerMicrosoftTools,
+  ownerrez: registerOwnerRezTools,
+};
 
 /**
  * The only `new McpServer`: one per MCP session. `tools/list` shows every tool of the enabled

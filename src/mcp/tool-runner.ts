@@ -71,4 +71,9 @@ export function toolHandler<Args>(
   };
 }
 
+/** What a tool family needs besides the runner: where its upstream API lives (GOOGLE_API_URL, GRAPH_API_URL, OWNERREZ_API_URL). */
+export interface ToolFamilyDeps extends ToolRunnerDeps {
+  apiUrls: { google: string; graph: string; ownerrez: string };
+}
+
 const failure = (text: string): CallToolResult => ({ isError: true, content: [{ type: 'text', text }] });

@@ -1,0 +1,5 @@
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { ToolFamilyDeps } from '../tool-runner.ts';
+
+/** The GoogleCalendar tool family (registered only when its provider is enabled). */
+export function registerGoogleCalendarTools(_server: McpServer, _deps: ToolFamilyDeps): void {}
