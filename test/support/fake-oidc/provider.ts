@@ -117,12 +117,18 @@ export function createFakeProvider(options: FakeProviderOptions): FakeProvider {
   // The authorization request as sent, by interaction: oidc-provider drops offline_access without
   // prompt=consent (OIDC Core §11), which Entra does not, so the consent step reads the raw request.
   const requested = new Map<string, URLSearchParams>();
+  // The API scopes consented to per grant (Graph's Calendars.Read, Google's calendar.readonly): the real IdPs
+  // name them in the token response's `scope`, which oidc-provider, not knowing them, leaves out.
+  const apiScopes = new Map<string, string[]>();
   provider.use(async (ctx, next) => {
     await next();
     const oidc = (ctx as KoaContextWithOIDC).oidc;
     const interaction = oidc?.route === 'authorization' ? oidc.entities.Interaction : undefined;
     if (interaction) requested.set(interaction.uid, new URLSearchParams(ctx.querystring));
     reshapeResponse(ctx as KoaContextWithOIDC, options);
+    const granted = oidc?.route === 'token' && ctx.status === 200 ? apiScopes.get(String(oidc.entities.Grant?.jti)) : undefined;
+    const body = ctx.body as { scope?: string } | undefined;
+    if (granted?.length && body) body.scope = [body.scope, ...granted].filter(Boolean).join(' ');
   });
 
   async function finishInteraction(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -138,6 +144,10 @@ export function createFakeProvider(options: FakeProviderOptions): FakeProvider {
     const request = requested.get(interaction.uid) ?? new URLSearchParams();
     requested.delete(interaction.uid);
     if (wantsOffline(request, accountId)) offlineGrants.add(grantId);
+    apiScopes.set(
+      grantId,
+      (request.get('scope') ?? '').split(' ').filter((scope) => scope && !configuration.scopes?.includes(scope)),
+    );
     consentedAccounts.add(accountId);
     await provider.interactionFinished(req, res, { login: { accountId }, consent: { grantId } }, { mergeWithLastSubmission: false });
   }
