@@ -146,7 +146,7 @@ export function createFakeProvider(options: FakeProviderOptions): FakeProvider {
     if (wantsOffline(request, accountId)) offlineGrants.add(grantId);
     apiScopes.set(
       grantId,
-      (request.get('scope') ?? '').split(' ').filter((scope) => scope && !configuration.scopes?.includes(scope)),
+      (request.get('scope') ?? '').split(' ').filter((scope) => scope && !new Set(configuration.scopes).has(scope)),
     );
     consentedAccounts.add(accountId);
     await provider.interactionFinished(req, res, { login: { accountId }, consent: { grantId } }, { mergeWithLastSubmission: false });
