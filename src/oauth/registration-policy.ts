@@ -124,10 +124,12 @@ export function sanitizeRegistration(body: unknown, policy: RegistrationPolicy):
 
   const redirectUris = checkRedirectUris(input.redirect_uris);
 
-  // MCP clients send scopes of their own (Claude.ai: "claudeai"); drop them rather than fail.
+  // A client naming any scope of ours is registered for all of them: oidc-provider refuses a scope outside
+  // the registered ones at /authorize, so a client registered for "mcp" (the SDK registers the 401
+  // challenge's scope) could never step up to a tool family (MCP 2025-11-25). What a token gets is decided
+  // per authorization, with the user's consent. Scopes of their own (Claude.ai: "claudeai") are dropped.
   if (typeof out.scope === 'string') {
-    const known = [...new Set(out.scope.split(/\s+/))].filter((scope) => policy.supportedScopes.includes(scope));
-    if (known.length > 0) out.scope = known.join(' ');
+    if (out.scope.split(/\s+/).some((scope) => policy.supportedScopes.includes(scope))) out.scope = policy.supportedScopes.join(' ');
     else delete out.scope;
   }
 

@@ -76,7 +76,11 @@ describe('sanitizeRegistration: scope', () => {
   });
 
   it('drops unknown scopes instead of failing (MCP clients send their own)', () => {
-    expect(register({ ...base, scope: 'email claudeai  mcp email admin' }).scope).toBe('email mcp');
+    expect(register({ ...base, scope: 'email claudeai  mcp email admin' }).scope).not.toContain('claudeai');
+  });
+
+  it('registers every supported scope when the client names one, so it can step up later (MCP 2025-11-25)', () => {
+    expect(register({ ...base, scope: 'mcp' }).scope).toBe('mcp openid email');
   });
 
   it('removes the scope when no requested scope is supported', () => {
