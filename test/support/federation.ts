@@ -233,3 +233,20 @@ export async function connectThroughUpstreamWithFetch(
   await client.connect(transport);
   return { client, transport, oauth, agent };
 }
+
+/**
+ * An MCP client that asks for `scope` (e.g. `mcp google.calendar`) instead of the scope of the server's
+ * 401 challenge, which the SDK otherwise asks for: the base `mcp`. A client configured with the tool
+ * families it needs does this; one that is not steps up on its first 403 (test/flows/step-up.test.ts).
+ */
+export class ScopedOAuthClient extends TestOAuthClient {
+  private readonly scope: string;
+  constructor(scope: string, clientMetadata?: ConstructorParameters<typeof TestOAuthClient>[0]) {
+    super(clientMetadata);
+    this.scope = scope;
+  }
+  override redirectToAuthorization(url: URL): void {
+    url.searchParams.set('scope', this.scope);
+    super.redirectToAuthorization(url);
+  }
+}
