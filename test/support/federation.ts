@@ -235,6 +235,41 @@ export async function connectThroughUpstreamWithFetch(
 }
 
 /**
+ * A browser whose IdP cookies can go while Gatehouse's stay (Gatehouse is `localhost`, the fakes
+ * `127.0.0.1`): the user signs out at Microsoft or Google to sign in there as another of their
+ * accounts, and links it to the Gatehouse account they are still signed in to.
+ */
+export class SwitchingUserAgent extends UserAgent {
+  private upstream = new UserAgent();
+  private readonly origin: string;
+  constructor(origin: string) {
+    super();
+    this.origin = origin;
+  }
+  override request(url: string, init: RequestInit = {}): Promise<Response> {
+    return url.startsWith(this.origin) ? super.request(url, init) : this.upstream.request(url, init);
+  }
+  signOutUpstream(): void {
+    this.upstream = new UserAgent();
+  }
+}
+
+/**
+ * Links another upstream account to the Gatehouse account `agent` is signed in to (DESIGN.md: only
+ * while signed in): a new MCP client's login in the same browser, after signing out at the IdP, so
+ * the IdP signs in whoever its `user` is now. `oauth` is that new MCP client. Returns it, connected.
+ */
+export async function linkUpstreamAccount(
+  origin: string,
+  provider: string,
+  agent: SwitchingUserAgent,
+  oauth: TestOAuthClient = new TestOAuthClient(),
+): Promise<{ client: Client; transport: StreamableHTTPClientTransport; oauth: TestOAuthClient; agent: UserAgent }> {
+  agent.signOutUpstream();
+  return connectThroughUpstream(origin, provider, { agent, oauth });
+}
+
+/**
  * An MCP client that asks for `scope` (e.g. `mcp google.calendar`) instead of the scope of the server's
  * 401 challenge, which the SDK otherwise asks for: the base `mcp`. A client configured with the tool
  * families it needs does this; one that is not steps up on its first 403 (test/flows/step-up.test.ts).
