@@ -8,13 +8,66 @@ export interface FakeOwnerRezUser {
   lastName: string;
 }
 
-export type FakeOwnerRezEndpoint = 'token' | 'usersMe' | 'revoke';
+/** `properties`, `bookings` and `booking` are the v2 API the tools read: list properties, list bookings, one booking. */
+export type FakeOwnerRezEndpoint = 'token' | 'usersMe' | 'revoke' | 'properties' | 'bookings' | 'booking';
 /**
  * `down` destroys the socket, `slow` answers after `slowMs`, `500` is an HTML error page, `garbage`
- * a 200 that is not JSON, `invalid_grant` a 400 OAuth error, `forbidden` OwnerRez's 403 `ip_blocked`;
- * `wrong_user_id` (token only) answers normally but names another user in `user_id`.
+ * a 200 that is not JSON, `invalid_grant` a 400 OAuth error, `forbidden` and `403` OwnerRez's 403
+ * `ip_blocked`, `401` a refused token (whatever was sent), `429` its rate limit; `wrong_user_id`
+ * (token only) answers normally but names another user in `user_id`.
  */
-export type FakeOwnerRezFailure = 'down' | 'slow' | '500' | 'garbage' | 'invalid_grant' | 'forbidden' | 'wrong_user_id';
+export type FakeOwnerRezFailure =
+  | 'down'
+  | 'slow'
+  | '500'
+  | 'garbage'
+  | 'invalid_grant'
+  | 'forbidden'
+  | 'wrong_user_id'
+  | '401'
+  | '403'
+  | '429';
+
+/**
+ * A property as `GET /v2/properties` lists it (snake_case, as on the wire). Extra fields are served as
+ * given, so tests can check what the tools leave out.
+ */
+export interface FakeOwnerRezProperty {
+  id: number;
+  name: string;
+  active: boolean;
+  [field: string]: unknown;
+}
+
+/**
+ * A booking as `GET /v2/bookings` serves it. `guest` (with contact details) is sent only when the
+ * request asks `include_guest=true`, as OwnerRez does; `updated_utc` is what `since_utc` filters on.
+ */
+export interface FakeOwnerRezBooking {
+  id: number;
+  property_id: number;
+  arrival: string;
+  departure: string;
+  status: 'active' | 'canceled' | 'pending';
+  updated_utc: string;
+  guest?: Record<string, unknown>;
+  [field: string]: unknown;
+}
+
+/** What one user's OwnerRez account holds. */
+export interface FakeOwnerRezData {
+  properties: FakeOwnerRezProperty[];
+  bookings: FakeOwnerRezBooking[];
+}
+
+/** One call of the bearer API: the token it carried and whose it was (undefined: not a live token). */
+export interface FakeApiCall {
+  endpoint: FakeOwnerRezEndpoint;
+  token: string | undefined;
+  userId: number | undefined;
+  userAgent: string;
+  url: URL;
+}
 
 export interface FakeOwnerRezOptions {
   clientId: string;
@@ -25,6 +78,8 @@ export interface FakeOwnerRezOptions {
   redirectUriOnExchange?: 'required' | 'forbidden' | 'optional';
   /** How long `slow` waits before answering (default 5 s). */
   slowMs?: number;
+  /** The most items one page of a list holds, whatever `limit` asks (default 100). */
+  maxPageSize?: number;
 }
 
 export interface FakeTokenRequest {
@@ -39,9 +94,15 @@ export interface FakeOwnerRez {
   authorizeUrl: string;
   /** Who the next login is; assigning a user with a known id updates that user's profile. */
   user: FakeOwnerRezUser;
-  readonly calls: { authorize: number; token: number; usersMe: number; revoke: number };
-  /** The User-Agent of every API call (token, users/me, revoke), `''` where none was sent. */
+  readonly calls: Record<'authorize' | FakeOwnerRezEndpoint, number>;
+  /** The User-Agent of every API call (token, users/me, revoke, v2 data), `''` where none was sent. */
   readonly userAgents: string[];
+  /** Every bearer call (users/me and the v2 data endpoints): which token served which user. */
+  readonly apiCalls: FakeApiCall[];
+  /** Where `next_page_url` points (default: this fake's own origin); tests aim it elsewhere to see it is not followed. */
+  nextPageOrigin: string;
+  /** Replaces what the OwnerRez account of user `userId` holds. */
+  setData(userId: number, data: Partial<FakeOwnerRezData>): void;
   readonly lastTokenRequest: FakeTokenRequest | undefined;
   failNext(endpoint: FakeOwnerRezEndpoint, mode: FakeOwnerRezFailure, times?: number): void;
   revokeToken(token: string): void;
@@ -77,10 +138,20 @@ export async function startFakeOwnerRez(options: FakeOwnerRezOptions): Promise<F
   const users = new Map<number, FakeOwnerRezUser>();
   const codes = new Map<string, IssuedCode>();
   const tokens = new Map<string, IssuedToken>();
-  const failures: Record<FakeOwnerRezEndpoint, FakeOwnerRezFailure[]> = { token: [], usersMe: [], revoke: [] };
+  const maxPageSize = options.maxPageSize ?? 100;
+  const failures: Record<FakeOwnerRezEndpoint, FakeOwnerRezFailure[]> = {
+    token: [],
+    usersMe: [],
+    revoke: [],
+    properties: [],
+    bookings: [],
+    booking: [],
+  };
   const timers = new Set<NodeJS.Timeout>();
-  const calls = { authorize: 0, token: 0, usersMe: 0, revoke: 0 };
+  const calls = { authorize: 0, token: 0, usersMe: 0, revoke: 0, properties: 0, bookings: 0, booking: 0 };
   const userAgents: string[] = [];
+  const apiCalls: FakeApiCall[] = [];
+  const accountData = new Map<number, FakeOwnerRezData>();
   let current: FakeOwnerRezUser = { id: 1001, email: 'host@example.com', firstName: 'Hana', lastName: 'Host' };
   users.set(current.id, current);
   let lastTokenRequest: FakeTokenRequest | undefined;
@@ -91,6 +162,9 @@ export async function startFakeOwnerRez(options: FakeOwnerRezOptions): Promise<F
     if (req.method === 'POST' && url.pathname === '/oauth/access_token')
       return api('token', req, res, (mode) => void token(req, res, mode).catch(() => req.socket.destroy()));
     if (req.method === 'GET' && url.pathname === '/v2/users/me') return api('usersMe', req, res, () => usersMe(req, res));
+    if (req.method === 'GET' && url.pathname === '/v2/properties') return api('properties', req, res, () => listProperties(req, res, url));
+    if (req.method === 'GET' && url.pathname === '/v2/bookings') return api('bookings', req, res, () => listBookings(req, res, url));
+    if (req.method === 'GET' && url.pathname.startsWith('/v2/bookings/')) return api('booking', req, res, () => getBooking(req, res, url));
     if (req.method === 'DELETE' && url.pathname.startsWith('/oauth/access_token/')) {
       return api('revoke', req, res, () => revoke(req, res, decodeURIComponent(url.pathname.slice('/oauth/access_token/'.length))));
     }
@@ -100,6 +174,7 @@ export async function startFakeOwnerRez(options: FakeOwnerRezOptions): Promise<F
   const address = server.address();
   if (!address || typeof address === 'string') throw new Error('fake OwnerRez did not get a port');
   const origin = `http://127.0.0.1:${address.port}`;
+  let nextPageOrigin = origin;
 
   function authorize(url: URL, res: ServerResponse): void {
     calls.authorize += 1;
@@ -126,12 +201,26 @@ export async function startFakeOwnerRez(options: FakeOwnerRezOptions): Promise<F
   ): void {
     calls[endpoint] += 1;
     userAgents.push(req.headers['user-agent'] ?? '');
+    if (endpoint !== 'token' && endpoint !== 'revoke') {
+      const token = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '')?.[1];
+      const url = new URL(req.url ?? '/', origin);
+      apiCalls.push({
+        endpoint,
+        token,
+        userId: liveToken(req.headers.authorization)?.userId,
+        userAgent: req.headers['user-agent'] ?? '',
+        url,
+      });
+    }
     const mode = failures[endpoint].shift();
     if (mode === 'down') return void req.socket.destroy();
     if (mode === '500') return void res.writeHead(500, { 'content-type': 'text/html' }).end('<h1>Server Error</h1>');
     if (mode === 'garbage') return void res.writeHead(200, { 'content-type': 'text/html' }).end('<html>maintenance</html>');
     if (mode === 'invalid_grant') return void json(res, 400, { error: 'invalid_grant' });
-    if (mode === 'forbidden') return void json(res, 403, { error: 'ip_blocked' });
+    if (mode === 'forbidden' || mode === '403') return void json(res, 403, { error: 'ip_blocked' });
+    if (mode === '401') return void json(res, 401, { error: 'unauthorized' });
+    if (mode === '429')
+      return void res.writeHead(429, { 'retry-after': '60', 'content-type': 'application/json' }).end('{"error":"rate_limited"}');
     // Like the real API: a client that does not name itself is refused before anything else.
     const proceed = () => (req.headers['user-agent'] ? handle(mode) : json(res, 403, { error: 'user_agent_required' }));
     if (mode !== 'slow') return void proceed();
@@ -173,6 +262,80 @@ export async function startFakeOwnerRez(options: FakeOwnerRezOptions): Promise<F
     json(res, 200, { id: user.id, email_address: user.email, first_name: user.firstName, last_name: user.lastName });
   }
 
+  /** The data of the user whose live token the request carries, or undefined after answering 401. */
+  function dataOf(req: IncomingMessage, res: ServerResponse): FakeOwnerRezData | undefined {
+    const issued = liveToken(req.headers.authorization);
+    if (!issued) return void json(res, 401, { error: 'unauthorized' });
+    return accountData.get(issued.userId) ?? { properties: [], bookings: [] };
+  }
+
+  function listProperties(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const data = dataOf(req, res);
+    if (!data) return;
+    const active = url.searchParams.get('active');
+    const properties = data.properties.filter((property) => active === null || String(property.active) === active);
+    page(res, url, properties);
+  }
+
+  /** Like OwnerRez: either property_ids or since_utc; `from`/`to` keep stays departing on/after and arriving on/before. */
+  function listBookings(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const data = dataOf(req, res);
+    if (!data) return;
+    const query = url.searchParams;
+    const propertyIds = query.get('property_ids');
+    const since = query.get('since_utc');
+    if (propertyIds === null && since === null) return void json(res, 400, { messages: ['Either property_ids or since_utc is required.'] });
+    const ids = propertyIds?.split(',').map(Number);
+    if (ids?.some((id) => !Number.isSafeInteger(id) || id <= 0)) return void json(res, 400, { messages: ['property_ids is invalid.'] });
+    if ([since, query.get('from'), query.get('to')].some((date) => date !== null && Number.isNaN(Date.parse(date))))
+      return void json(res, 400, { messages: ['A date is invalid.'] });
+    const status = query.get('status');
+    const from = query.get('from');
+    const to = query.get('to');
+    const bookings = data.bookings.filter(
+      (booking) =>
+        (!ids || ids.includes(booking.property_id)) &&
+        (since === null || Date.parse(booking.updated_utc) >= Date.parse(since)) &&
+        (status === null || booking.status === status) &&
+        (from === null || booking.departure >= from.slice(0, 10)) &&
+        (to === null || booking.arrival <= to.slice(0, 10)),
+    );
+    page(
+      res,
+      url,
+      bookings.map((booking) => withGuest(booking, query)),
+    );
+  }
+
+  function getBooking(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const data = dataOf(req, res);
+    if (!data) return;
+    // Someone else's booking is as absent as one that never existed.
+    const booking = data.bookings.find((candidate) => String(candidate.id) === url.pathname.slice('/v2/bookings/'.length));
+    if (!booking) return void json(res, 404, { messages: ['Booking not found.'] });
+    json(res, 200, withGuest(booking, url.searchParams));
+  }
+
+  function withGuest(booking: FakeOwnerRezBooking, query: URLSearchParams): FakeOwnerRezBooking {
+    if (query.get('include_guest') === 'true') return booking;
+    const { guest: _guest, ...rest } = booking;
+    return rest;
+  }
+
+  /** OwnerRez's pageable list: `items`, `count`, `limit`, `offset` and an absolute `next_page_url` (or null). */
+  function page(res: ServerResponse, url: URL, all: unknown[]): void {
+    const limit = Math.min(Number(url.searchParams.get('limit') ?? maxPageSize) || maxPageSize, maxPageSize);
+    const offset = Math.max(Number(url.searchParams.get('offset') ?? 0) || 0, 0);
+    const items = all.slice(offset, offset + limit);
+    let next: string | null = null;
+    if (offset + items.length < all.length) {
+      const nextUrl = new URL(`${url.pathname}${url.search}`, nextPageOrigin);
+      nextUrl.searchParams.set('offset', String(offset + items.length));
+      next = nextUrl.href;
+    }
+    json(res, 200, { items, count: all.length, limit, offset, next_page_url: next });
+  }
+
   function revoke(req: IncomingMessage, res: ServerResponse, accessToken: string): void {
     if (req.headers.authorization !== expectedBasic) return void json(res, 401, { error: 'invalid_client' });
     const issued = tokens.get(accessToken);
@@ -200,6 +363,17 @@ export async function startFakeOwnerRez(options: FakeOwnerRezOptions): Promise<F
     },
     calls,
     userAgents,
+    apiCalls,
+    get nextPageOrigin() {
+      return nextPageOrigin;
+    },
+    set nextPageOrigin(value: string) {
+      nextPageOrigin = value;
+    },
+    setData(userId, data) {
+      const before = accountData.get(userId) ?? { properties: [], bookings: [] };
+      accountData.set(userId, { ...before, ...data });
+    },
     get lastTokenRequest() {
       return lastTokenRequest;
     },
