@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { openDatabase, type Storage } from './db/index.ts';
+import { createToolAudit } from './mcp/audit.ts';
 import { revokeAccountAccess } from './oauth/adapter.ts';
 import { type AccountAdmin, createAccountAdmin, type Revocation } from './upstream/account-admin.ts';
 import type { LinkedAccount } from './upstream/accounts.ts';
@@ -11,6 +12,7 @@ import { createVault, type Vault } from './upstream/vault.ts';
 
 const USAGE = `Usage: npm run gatehouse -- keys <status|rewrap>
        npm run gatehouse -- accounts <list|disconnect <upstream-account-id>|delete <account-id>>
+       npm run gatehouse -- audit [--account <account-id>] [--limit <n>]
 
   keys status   the primary kid, the configured kids, how many sealed values each kid wraps,
                 and which kids can be removed from ENCRYPTION_KEYS now
@@ -26,6 +28,11 @@ const USAGE = `Usage: npm run gatehouse -- keys <status|rewrap>
   accounts delete <account-id>
                           end the account's Gatehouse grants and sessions, disconnect every upstream
                           account (revoking each), and delete the account
+
+  audit                   the latest tool calls (50 unless --limit, at most 10000), newest first, of one
+                          account or of everyone: time, account, client, tool, decision (allowed,
+                          insufficient_scope, rate_limited_account/_client), outcome, upstream status,
+                          duration; never arguments or tokens
 
 Configuration comes from the environment and ./.env, as for npm start (ENCRYPTION_KEYS, DATABASE_PATH, and
 the provider variables, so that revocation reaches the configured providers). Safe beside a running server.
@@ -151,9 +158,38 @@ function runAccounts(command: string, id: string | undefined, config: Config, st
   });
 }
 
+function listAudit(storage: Storage, config: Config, accountId: string | undefined, limit: number): number {
+  const audit = createToolAudit(storage.sqlite, storage.commits, { retentionDays: config.auditRetentionDays });
+  const entries = audit.list({ accountId, limit });
+  for (const { at, accountId, clientId, tool, decision, outcome, upstreamStatus, durationMs } of entries) {
+    const ended = outcome === null ? '' : ` ${outcome} upstream=${upstreamStatus ?? '-'} ${durationMs}ms`;
+    console.log(`${new Date(at).toISOString()}  ${accountId}  ${printable(clientId)}  ${tool}  ${decision}${ended}`);
+  }
+  if (entries.length === 0) console.log('no tool calls recorded');
+  return 0;
+}
+
+/** `audit [--account <id>] [--limit <n>]`, in any order. */
+function parseAudit(rest: readonly string[]): { id?: string; limit: number } | undefined {
+  const options: { id?: string; limit: number } = { limit: 50 };
+  for (let index = 0; index < rest.length; index += 2) {
+    const [flag, value] = [rest[index], rest[index + 1]];
+    if (flag === '--account' && value) options.id = value;
+    else if (flag === '--limit' && value && /^[1-9]\d{0,4}$/.test(value) && Number(value) <= 10_000) options.limit = Number(value);
+    else return undefined;
+  }
+  return options;
+}
+
 /** Whether `args` is a command this tool has; anything else prints the usage. */
-function parse(args: readonly string[]): { group: 'keys' | 'accounts'; command: string; id?: string } | undefined {
+function parse(
+  args: readonly string[],
+): { group: 'keys' | 'accounts' | 'audit'; command: string; id?: string | undefined; limit?: number } | undefined {
   const [group, command, ...rest] = args;
+  if (group === 'audit') {
+    const options = parseAudit(args.slice(1));
+    return options && { group, command: 'list', ...options };
+  }
   if (group === 'keys' && (command === 'status' || command === 'rewrap') && rest.length === 0) return { group, command };
   if (group === 'accounts' && command === 'list' && rest.length === 0) return { group, command };
   if (group === 'accounts' && (command === 'disconnect' || command === 'delete') && rest.length === 1 && rest[0])
@@ -167,7 +203,7 @@ async function main(args: readonly string[]): Promise<number> {
     console.error(USAGE);
     return 2;
   }
-  const { group, command, id } = parsed;
+  const { group, command, id, limit } = parsed;
   // A `.env` file in the working directory is read if present, as by the server (real env wins).
   if (existsSync('.env')) process.loadEnvFile('.env');
   try {
@@ -181,6 +217,7 @@ async function main(args: readonly string[]): Promise<number> {
     const storage = openDatabase(config.databasePath);
     try {
       if (group === 'accounts') return await runAccounts(command, id, config, storage, vault);
+      if (group === 'audit') return listAudit(storage, config, id, limit ?? 50);
       return command === 'status' ? status(countSealedByKid(storage.sqlite), vault) : rewrap(storage, vault);
     } finally {
       // Commits the open batch, if any, before the connection closes.

@@ -51,6 +51,8 @@ export interface Config {
   readonly backend: { readonly url: string; readonly provider: 'entra' | 'google' | 'ownerrez' } | undefined;
   /** Tool calls allowed per minute, per Gatehouse account and per MCP client (persisted across restarts). */
   readonly toolRateLimits: { readonly perAccount: number; readonly perClient: number };
+  /** How long tool-call audit rows are kept before the periodic purge deletes them. */
+  readonly auditRetentionDays: number;
 }
 
 /** Thrown when the environment cannot produce a valid configuration; the message names the variable. */
@@ -116,6 +118,7 @@ export function loadConfig(env: Env, warn: (message: string) => void = console.w
       perAccount: parseInteger(env, 'TOOL_CALLS_PER_MINUTE_PER_ACCOUNT', 120, 1, 1_000_000),
       perClient: parseInteger(env, 'TOOL_CALLS_PER_MINUTE_PER_CLIENT', 600, 1, 1_000_000),
     },
+    auditRetentionDays: parseInteger(env, 'AUDIT_RETENTION_DAYS', 90, 1, 3650),
   });
 }
 

@@ -87,3 +87,44 @@ export const serverSecrets = sqliteTable('server_secrets', {
   sealed: text('sealed').notNull(),
   createdAt: integer('created_at').notNull(),
 });
+
+/**
+ * Tool-call rate limits (`src/mcp/tool-limits.ts`), one row per limited key: `kind` is `account` or
+ * `client`. GCRA state in one column: `full_at` is when the key's whole budget is available again
+ * (epoch µs); each allowed call moves it one emission interval later, and a call is refused while
+ * that would put it more than the burst window ahead of now. A row whose `full_at` has passed means
+ * the same as no row, so the periodic purge deletes it.
+ */
+export const toolRateLimits = sqliteTable(
+  'tool_rate_limits',
+  {
+    kind: text('kind', { enum: ['account', 'client'] }).notNull(),
+    key: text('key').notNull(),
+    fullAt: integer('full_at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.kind, table.key] })],
+);
+
+/**
+ * One row per tool call decided at /mcp (`src/mcp/audit.ts`): allowed calls with their outcome, and
+ * refusals (step-up, rate limit). Never arguments, results or tokens. `at` is epoch ms when the call
+ * arrived; rows are purged after the retention period (AUDIT_RETENTION_DAYS). No foreign key: the
+ * trail outlives a deleted account, which leaves only its random id here.
+ */
+export const toolAudit = sqliteTable(
+  'tool_audit',
+  {
+    id: integer('id').primaryKey(),
+    at: integer('at').notNull(),
+    accountId: text('account_id').notNull(),
+    clientId: text('client_id').notNull(),
+    tool: text('tool').notNull(),
+    decision: text('decision', { enum: ['allowed', 'insufficient_scope', 'rate_limited_account', 'rate_limited_client'] }).notNull(),
+    /** Null when the call was refused before it reached the tool. */
+    outcome: text('outcome', { enum: ['ok', 'tool_error', 'reconnect', 'upstream_unavailable', 'internal_error'] }),
+    upstreamStatus: integer('upstream_status'),
+    durationMs: integer('duration_ms'),
+  },
+  // The operator's question is "what did this account do, most recent first"; the purge walks rowid order instead of an index on `at`.
+  (table) => [index('tool_audit_account').on(table.accountId, table.at)],
+);
