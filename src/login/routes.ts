@@ -43,6 +43,7 @@ const CURRENT_ACCOUNT = '_current';
 /** Binds an upstream login to the browser that started it; read only at the callback. */
 const BROWSER_COOKIE = 'gatehouse_browser';
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
+const approvalOf = ({ params }: Interaction) => ({ clientId: String(params.client_id), scope: String(params.scope ?? '') });
 const stylesheet = readFileSync(new URL('../../views/gatehouse.css', import.meta.url));
 
 /**
@@ -134,7 +135,7 @@ export async function loginRoutes(app: FastifyInstance, options: LoginRoutesOpti
     if (!interaction) return errorPage(reply, 400, expired);
     const [only] = upstreams.values();
     // A returning browser with one way to sign in and a client it already approved has nothing to choose.
-    if (upstreams.size === 1 && only && !interaction.session?.accountId && wasApprovedHere(request, String(interaction.params.client_id)))
+    if (upstreams.size === 1 && only && !interaction.session?.accountId && wasApprovedHere(request, approvalOf(interaction)))
       return sendUpstream(request, reply, interaction, only);
     const signedIn = interaction.session?.accountId ? options.accounts.findAccount(interaction.session.accountId) : undefined;
     const current = signedIn?.upstream[0];
@@ -164,7 +165,7 @@ export async function loginRoutes(app: FastifyInstance, options: LoginRoutesOpti
       const upstream = upstreams.get(choice);
       if (!(choice === CURRENT_ACCOUNT && signedInAccountId) && !upstream)
         return errorPage(reply, 400, 'Choose one of the sign-in options on the previous page.', restartUrl(interaction));
-      rememberApproval(request, reply, String(interaction.params.client_id), secure);
+      rememberApproval(request, reply, approvalOf(interaction), secure);
       if (!upstream) {
         const returnTo = await completeAuthorization(
           provider,
