@@ -97,6 +97,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     requiredScope: scopes.requiredScope,
     isAllowedOrigin,
     createServer: () => createMcpServer(tools),
+    // Proxy mode (MCP_BACKEND_URL): /mcp goes to the backend with the caller's upstream token, instead of our own tools.
+    backend: config.backend && { ...config.backend, accounts, grants, upstreams: upstreams.upstreams },
   };
 
   app.addHook('onSend', (_request, _reply, payload, done) => {

@@ -2,7 +2,8 @@ import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { OAuthError } from '../errors.ts';
 import { type BearerOptions, bearerChallenge, requireToolScope, verifyBearer } from './bearer.ts';
-import { createMcpSessions, type McpSessionsOptions } from './sessions.ts';
+import { type BackendProxyOptions, createBackendProxy, keepRawJsonBodies } from './proxy.ts';
+import { createMcpSessions, type McpSessions, type McpSessionsOptions } from './sessions.ts';
 
 export interface McpRoutesOptions extends McpSessionsOptions {
   bearer: BearerOptions;
@@ -14,6 +15,8 @@ export interface McpRoutesOptions extends McpSessionsOptions {
   requiredScope?(tool: string): string | undefined;
   /** Runs before a `tools/call` reaches the tool (after the scope check); throws an OAuthError to refuse it (rate limits). */
   beforeToolCall?(tool: string, auth: AuthInfo): void;
+  /** Proxy mode (MCP_BACKEND_URL): /mcp is forwarded to this backend instead of served by Gatehouse's own tools (`proxy.ts`). */
+  backend?: Omit<BackendProxyOptions, 'challenge'> | undefined;
 }
 
 type GatedRequest = FastifyRequest & { mcpAuth?: AuthInfo };
@@ -26,15 +29,16 @@ function toolCalled(body: unknown): string | undefined {
 
 /**
  * The resource server: protected-resource metadata (RFC 9728), the bearer gate, and Streamable HTTP
- * sessions (`sessions.ts`).
+ * sessions (`sessions.ts`), or in proxy mode the forwarding of the same requests to a backend (`proxy.ts`).
  */
 export async function mcpRoutes(app: FastifyInstance, options: McpRoutesOptions): Promise<void> {
-  const { isAllowedOrigin } = options;
-  const sessions = createMcpSessions({
-    upstreamChallenge: () =>
-      bearerChallenge(options.bearer, { code: 'invalid_token', description: 'the upstream account behind this token must be reconnected' }),
-    ...options,
-  });
+  const { isAllowedOrigin, backend } = options;
+  const upstreamChallenge = () =>
+    bearerChallenge(options.bearer, { code: 'invalid_token', description: 'the upstream account behind this token must be reconnected' });
+  const sessions: McpSessions = backend
+    ? createBackendProxy({ ...backend, challenge: upstreamChallenge })
+    : createMcpSessions({ upstreamChallenge, ...options });
+  if (backend) keepRawJsonBodies(app); // forwarded byte for byte
   // preClose, not onClose: open SSE streams would keep server.close() waiting forever.
   app.addHook('preClose', () => sessions.closeAll());
 
@@ -68,7 +72,8 @@ export async function mcpRoutes(app: FastifyInstance, options: McpRoutesOptions)
     onRequest: gate,
     handler: (request, reply) => {
       const auth = (request as GatedRequest).mcpAuth as AuthInfo;
-      if (options.requiredScope) requireToolScope(request.body, auth, options.bearer, options.requiredScope);
+      // A backend's tools are not in the scope policy: in proxy mode the gate's base scope is all they need.
+      if (options.requiredScope && !backend) requireToolScope(request.body, auth, options.bearer, options.requiredScope);
       const tool = toolCalled(request.body);
       if (tool !== undefined) options.beforeToolCall?.(tool, auth);
       return sessions.handle(request, reply, auth);
