@@ -7,9 +7,11 @@ import { errorHandler } from './error-handler.ts';
 import { loggerOptions } from './logging.ts';
 import { loginRoutes } from './login/routes.ts';
 import { createViews } from './login/views.ts';
+import { createToolAudit } from './mcp/audit.ts';
 import { createOriginCheck } from './mcp/origin.ts';
 import { mcpRoutes } from './mcp/routes.ts';
 import { createMcpServer } from './mcp/server.ts';
+import { createToolRateLimiter, enforceToolRateLimits } from './mcp/tool-limits.ts';
 import { accessTokenExistence, createAdapterFactory, purgeExpired, revokeAccountAccess } from './oauth/adapter.ts';
 import { loadSigningKeys } from './oauth/keys.ts';
 import { accountFinder, createProvider } from './oauth/provider.ts';
@@ -60,6 +62,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   });
   const { publicUrl, resourceUrl, trustProxy } = config;
   const { commits } = storage;
+  const audit = createToolAudit(storage.sqlite, commits, { retentionDays: config.auditRetentionDays });
+  const limiter = createToolRateLimiter(storage.sqlite, commits, config.toolRateLimits);
   const isAllowedOrigin = createOriginCheck(publicUrl, config.mcpAllowedOrigins);
   const oauth = { provider, publicUrl, resourceUrl, trustProxy, commits, registrationsPerMinute: 60, scopes };
   const login = {
@@ -83,6 +87,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     apiUrls: { ...config.apiUrls, ownerrez: config.upstreams.ownerrez?.apiUrl ?? 'https://api.ownerrez.com' },
     version: '0.1.0',
     onInternalError: (tool: string, error: unknown) => app.log.error({ tool, err: error }, 'tool failed inside Gatehouse'),
+    onToolCall: audit.recordCall,
   };
   const mcp = {
     bearer: {
@@ -99,6 +104,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     createServer: () => createMcpServer(tools),
     // Proxy mode (MCP_BACKEND_URL): /mcp goes to the backend with the caller's upstream token, instead of our own tools.
     backend: config.backend && { ...config.backend, accounts, grants, upstreams: upstreams.upstreams },
+    beforeToolCall: enforceToolRateLimits(limiter, audit.recordRateLimited), // 429 + Retry-After, persisted across restarts
+    onToolDenied: audit.recordScopeDenial,
   };
 
   app.addHook('onSend', (_request, _reply, payload, done) => {
@@ -113,7 +120,11 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   await app.register(mcpRoutes, mcp); // protected-resource metadata, bearer gate, /mcp
   app.get('/healthz', async () => ({ status: 'ok' })); // container healthcheck
 
-  const purge = setInterval(() => purgeExpired(storage.sqlite), 10 * 60_000);
+  const purge = setInterval(() => {
+    purgeExpired(storage.sqlite);
+    audit.purge(); // rows older than AUDIT_RETENTION_DAYS
+    limiter.purgeIdle(); // limit rows of keys whose budget is full again
+  }, 10 * 60_000);
   purge.unref();
   app.addHook('onClose', async () => {
     clearInterval(purge);

@@ -17,6 +17,8 @@ export interface McpRoutesOptions extends McpSessionsOptions {
   beforeToolCall?(tool: string, auth: AuthInfo): void;
   /** Proxy mode (MCP_BACKEND_URL): /mcp is forwarded to this backend instead of served by Gatehouse's own tools (`proxy.ts`). */
   backend?: Omit<BackendProxyOptions, 'challenge'> | undefined;
+  /** Told of each `tools/call` refused for step-up (the audit trail). */
+  onToolDenied?(tool: string, auth: AuthInfo): void;
 }
 
 type GatedRequest = FastifyRequest & { mcpAuth?: AuthInfo };
@@ -72,10 +74,19 @@ export async function mcpRoutes(app: FastifyInstance, options: McpRoutesOptions)
     onRequest: gate,
     handler: (request, reply) => {
       const auth = (request as GatedRequest).mcpAuth as AuthInfo;
-      // A backend's tools are not in the scope policy: in proxy mode the gate's base scope is all they need.
-      if (options.requiredScope && !backend) requireToolScope(request.body, auth, options.bearer, options.requiredScope);
-      const tool = toolCalled(request.body);
-      if (tool !== undefined) options.beforeToolCall?.(tool, auth);
+      // The SDK transport also accepts JSON-RPC batches: every call in one passes the same checks.
+      for (const message of Array.isArray(request.body) ? request.body : [request.body]) {
+        const tool = toolCalled(message);
+        if (tool === undefined) continue;
+        try {
+          // A backend's tools are not in the scope policy: in proxy mode the gate's base scope is all they need.
+          if (options.requiredScope && !backend) requireToolScope(message, auth, options.bearer, options.requiredScope);
+        } catch (error) {
+          options.onToolDenied?.(tool, auth);
+          throw error;
+        }
+        options.beforeToolCall?.(tool, auth);
+      }
       return sessions.handle(request, reply, auth);
     },
   });
