@@ -93,14 +93,15 @@ export function createMcpSessions(options: McpSessionsOptions): McpSessions {
       let session: Session | undefined;
       if (typeof sessionId === 'string') {
         session = sessions.get(sessionId);
-        if (!session || session.accountId !== accountId || session.clientId !== auth.clientId) return void reply.code(404).send(notFound);
+        if (!session || session.accountId !== accountId || session.clientId !== auth.clientId)
+          return void (await reply.code(404).send(notFound));
       } else if (request.method === 'POST' && isInitializeRequest(request.body)) {
         if (sessions.size >= maxSessions)
           throw new OAuthError('temporarily_unavailable', 'too many open MCP sessions, retry later', 503, { 'retry-after': '30' });
         makeRoomFor(accountId);
         session = open(accountId, auth.clientId);
       } else {
-        return void reply.code(400).send(noSession);
+        return void (await reply.code(400).send(noSession));
       }
       session.lastSeen = Date.now();
       const callAuth = withOutcomeSlot(auth);
