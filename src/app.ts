@@ -95,6 +95,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       resourceUrl,
       resourceMetadataUrl: `${publicUrl}/.well-known/oauth-protected-resource/mcp`,
       requiredScopes: [BASE_SCOPE],
+      challengeScopes: scopes.names,
       tokenExists: accessTokenExistence(storage.sqlite),
     },
     issuer: publicUrl,

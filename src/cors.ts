@@ -23,7 +23,8 @@ export function corsPolicy(isAllowedMcpOrigin: (origin: string) => boolean): Fas
     ...common,
     methods: ['GET', 'POST', 'DELETE'],
     allowedHeaders: ['authorization', 'content-type', 'accept', 'mcp-protocol-version', 'mcp-session-id', 'last-event-id'],
-    exposedHeaders: ['WWW-Authenticate', 'Mcp-Session-Id'],
+    // Retry-After: a browser client (Inspector) must be able to read how long a 429 or 503 asks it to wait.
+    exposedHeaders: ['WWW-Authenticate', 'Mcp-Session-Id', 'Retry-After'],
   };
   const mcpAllowed = { ...mcp, origin: true };
   const mcpRefused = { ...mcp, origin: false };

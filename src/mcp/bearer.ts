@@ -7,8 +7,14 @@ export interface BearerOptions {
   resourceUrl: string;
   /** `${PUBLIC_URL}/.well-known/oauth-protected-resource/mcp`, named in every challenge (RFC 9728 §5.1). */
   resourceMetadataUrl: string;
-  /** Scopes every MCP request needs; named in the challenge so the client asks for them. */
+  /** Scopes every MCP request needs. */
   requiredScopes: readonly string[];
+  /**
+   * The scopes a 401 challenge names, which MCP clients ask for (SEP-835 puts the challenge first):
+   * every scope of the deployment, so one consent covers every tool family and step-up is the
+   * exception. Defaults to `requiredScopes`.
+   */
+  challengeScopes?: readonly string[];
   /**
    * Whether an access token's row still exists and has not expired: one covering-index read. With it,
    * a token verified once is not decoded again, but revocation (which deletes the row) still takes
@@ -31,7 +37,10 @@ const OPAQUE_TOKEN = /^[A-Za-z0-9_-]{20,128}$/;
 
 /** The `WWW-Authenticate` value for a 401/403 (RFC 6750 §3, RFC 9728 §5.1). */
 export function bearerChallenge(options: BearerOptions, error?: { code: string; description: string; scope?: readonly string[] }): string {
-  const params = [`resource_metadata="${options.resourceMetadataUrl}"`, `scope="${(error?.scope ?? options.requiredScopes).join(' ')}"`];
+  const params = [
+    `resource_metadata="${options.resourceMetadataUrl}"`,
+    `scope="${(error?.scope ?? options.challengeScopes ?? options.requiredScopes).join(' ')}"`,
+  ];
   if (error) params.unshift(`error="${error.code}"`, `error_description="${error.description}"`);
   return `Bearer ${params.join(', ')}`;
 }

@@ -10,7 +10,11 @@ import { TestOAuthClient } from '../support/mcp-client.ts';
 import { mcpPost } from '../support/oauth.ts';
 import { formAction, hiddenField, UserAgent } from '../support/user-agent.ts';
 
-/** An MCP client that keeps every authorization URL the SDK built, optionally registered without refresh tokens. */
+/**
+ * An MCP client that keeps every authorization URL the SDK built, optionally registered without
+ * refresh tokens. Its first authorization asks for the base scope only, as a client that chooses to
+ * start with less than the challenge names (a subset is always allowed): the token it gets needs a step-up.
+ */
 class WatchedOAuthClient extends TestOAuthClient {
   readonly requested: URL[] = [];
   constructor(options: { refreshTokens: boolean }) {
@@ -23,7 +27,8 @@ class WatchedOAuthClient extends TestOAuthClient {
     });
   }
   override redirectToAuthorization(url: URL): void {
-    this.requested.push(url);
+    this.requested.push(new URL(url));
+    if (this.requested.length === 1) url.searchParams.set('scope', 'mcp');
     super.redirectToAuthorization(url);
   }
 }
@@ -50,13 +55,13 @@ describe('scope step-up from the base scope to a tool family (MCP 2025-11-25 aut
     await Promise.all([api?.close(), google?.close()]);
   });
 
-  /** The SDK client signs in asking for what the 401 challenge names: `mcp` only. */
+  /** The 401 challenge names every scope; this client signs in asking for the base scope only. */
   async function signInWithBaseScope(options: { refreshTokens: boolean }) {
     google.user = person('stepper');
     const oauth = new WatchedOAuthClient(options);
     const agent = new UserAgent();
     const session = await connectThroughUpstream(gatehouse.url, 'google', { oauth, agent });
-    expect(oauth.requested[0]?.searchParams.get('scope')).toBe('mcp');
+    expect(oauth.requested[0]?.searchParams.get('scope')).toBe('mcp google.calendar');
     expect(oauth.savedTokens?.scope).toBe('mcp');
     return { ...session, oauth, agent };
   }

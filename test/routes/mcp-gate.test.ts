@@ -128,7 +128,32 @@ describe('/mcp Origin check (MCP Streamable HTTP: DNS rebinding)', () => {
     const allowed = String(response.headers['access-control-allow-headers']).toLowerCase().split(/,\s*/);
     expect(allowed).toEqual(expect.arrayContaining(['authorization', 'content-type', 'mcp-protocol-version', 'mcp-session-id']));
     const exposed = String(response.headers['access-control-expose-headers']).toLowerCase().split(/,\s*/);
-    expect(exposed).toEqual(expect.arrayContaining(['www-authenticate', 'mcp-session-id']));
+    expect(exposed).toEqual(expect.arrayContaining(['www-authenticate', 'mcp-session-id', 'retry-after']));
+  });
+
+  it('names every scope of the deployment in the 401 challenge and the metadata, so one consent covers every tool family', async () => {
+    const federated = await buildTestApp({
+      GOOGLE_CLIENT_ID: 'g',
+      GOOGLE_CLIENT_SECRET: 's',
+      GOOGLE_ISSUER: 'http://127.0.0.1:9/google',
+      OWNERREZ_CLIENT_ID: 'c_1',
+      OWNERREZ_CLIENT_SECRET: 's_1',
+      OWNERREZ_API_URL: 'http://127.0.0.1:9/ownerrez',
+    });
+    try {
+      const response = await federated.app.inject({
+        method: 'POST',
+        url: '/mcp',
+        headers: { 'content-type': 'application/json' },
+        payload: '{}',
+      });
+      expect(response.statusCode).toBe(401);
+      expect(response.headers['www-authenticate']).toContain('scope="mcp google.calendar ownerrez"');
+      const metadata = await federated.app.inject({ method: 'GET', url: '/.well-known/oauth-protected-resource/mcp' });
+      expect(metadata.json().scopes_supported).toEqual(['mcp', 'google.calendar', 'ownerrez']);
+    } finally {
+      await federated.app.close();
+    }
   });
 
   it('exposes WWW-Authenticate on the 401 itself so a browser client can read the challenge', async () => {
