@@ -52,6 +52,8 @@ type Row = { provider: string; sealed: string; status: 'ok' | 'dead'; version: n
 type LeaseRow = { status: 'ok' | 'dead'; version: number; leaseOwner: string | null; leaseExpiresAt: number | null };
 
 const POLL_MS = 100;
+/** Opened grants kept in memory (see `openTokens`): enough for every active user of one process. */
+const OPENED_MAX = 10_000;
 /** Lease attempts per call: each lost one waits for the holder, so this bounds a call at a few lease lengths. */
 const MAX_ROUNDS = 4;
 
@@ -111,10 +113,22 @@ export function createGrants(options: GrantsOptions): Grants {
     return changes;
   }
 
+  /**
+   * Opened grants, keyed by row and valid only for the exact sealed text they came from: the row is
+   * still read on every call (status, version, the sealed text), but an unchanged grant is not
+   * decrypted again. Every write re-seals with a fresh IV, so any change misses. Bounded, oldest out.
+   */
+  const opened = new Map<string, { sealed: string; tokens: UpstreamTokens }>();
   function openTokens(upstreamAccountId: string, sealed: string): UpstreamTokens | undefined {
+    const cached = opened.get(upstreamAccountId);
+    if (cached?.sealed === sealed) return cached.tokens;
     try {
       const tokens = vault.openJson<UpstreamTokens>(aadFor(upstreamAccountId), sealed);
-      return typeof tokens?.accessToken === 'string' ? tokens : undefined;
+      if (typeof tokens?.accessToken !== 'string') return undefined;
+      opened.delete(upstreamAccountId);
+      if (opened.size >= OPENED_MAX) opened.delete(opened.keys().next().value as string);
+      opened.set(upstreamAccountId, { sealed, tokens: Object.freeze(tokens) });
+      return tokens;
     } catch (error) {
       if (error instanceof VaultError) return undefined;
       throw error;
@@ -251,6 +265,7 @@ export function createGrants(options: GrantsOptions): Grants {
       }
     }
     await writeDurably(() => deleteUpstream.run(upstreamAccountId, accountId));
+    opened.delete(upstreamAccountId);
   }
 
   return {
