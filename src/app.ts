@@ -104,7 +104,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     isAllowedOrigin,
     createServer: () => createMcpServer(tools),
     // Proxy mode (MCP_BACKEND_URL): /mcp goes to the backend with the caller's upstream token, instead of our own tools.
-    backend: config.backend && { ...config.backend, accounts, grants, upstreams: upstreams.upstreams },
+    backend: config.backend && { ...config.backend, accounts, grants, upstreams: upstreams.upstreams, onToolCall: audit.recordCall },
     beforeToolCall: enforceToolRateLimits(limiter, audit.recordRateLimited), // 429 + Retry-After, persisted across restarts
     onToolDenied: audit.recordScopeDenial,
   };

@@ -18,7 +18,9 @@ import { USER_AGENT } from '../upstream/http.ts';
 import { UpstreamGrantError, type UpstreamProvider } from '../upstream/types.ts';
 import { withUpstreamTokens } from '../upstream/upstream-call.ts';
 import { accountIdOf } from './context.ts';
+import { toolCalled } from './json-rpc.ts';
 import type { McpSessions } from './sessions.ts';
+import type { ToolCallRecord } from './tool-runner.ts';
 
 export interface BackendProxyOptions {
   /** The backend's MCP endpoint (MCP_BACKEND_URL). */
@@ -32,6 +34,8 @@ export interface BackendProxyOptions {
   challenge(): string;
   /** Default 10 s, as every upstream call (DESIGN.md §3). */
   connectTimeoutMs?: number;
+  /** Told of each forwarded `tools/call` once the backend answered or failed (the audit trail). */
+  onToolCall?(record: ToolCallRecord): void;
   /** Until the backend's status line, except on GET (an idle SSE stream may send nothing); default 60 s, the SDK client's own request timeout. */
   responseTimeoutMs?: number;
   /** Session bindings idle this long are forgotten (the client re-initializes); default 30 min, as local sessions. */
@@ -225,6 +229,13 @@ export function createBackendProxy(options: BackendProxyOptions): McpSessions {
       headers['user-agent'] = USER_AGENT; // the backend's client is Gatehouse, as for every upstream call
       if (body) headers['content-length'] = body.length;
       const limits = { connectMs, responseMs: request.method === 'GET' ? 0 : responseMs };
+      const tool = toolCalled(request.body);
+      const started = performance.now();
+      const audit = (outcome: ToolCallRecord['outcome'], upstreamStatus: number | undefined) => {
+        if (tool === undefined) return;
+        const durationMs = Math.round(performance.now() - started);
+        options.onToolCall?.({ tool, accountId, clientId: auth.clientId, outcome, upstreamStatus, durationMs });
+      };
 
       let response: IncomingMessage;
       try {
@@ -244,12 +255,14 @@ export function createBackendProxy(options: BackendProxyOptions): McpSessions {
           );
         });
       } catch (error) {
+        audit(error instanceof UpstreamGrantError && error.kind === 'terminal' ? 'reconnect' : 'upstream_unavailable', undefined);
         if (gone.signal.aborted) return void reply.hijack();
         if (error instanceof BackendError) request.log.warn({ reason: error.message }, 'backend MCP server failed');
         throw failure(error);
       }
 
       const status = response.statusCode ?? 502;
+      audit(status < 400 ? 'ok' : 'tool_error', status);
       const opened = response.headers['mcp-session-id'];
       if (typeof sessionId === 'string') {
         if (status === 404 || (request.method === 'DELETE' && status < 300)) bindings.delete(sessionId);

@@ -2,6 +2,7 @@ import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { OAuthError } from '../errors.ts';
 import { type BearerOptions, bearerChallenge, requireToolScope, verifyBearer } from './bearer.ts';
+import { toolCalled } from './json-rpc.ts';
 import { type BackendProxyOptions, createBackendProxy, keepRawJsonBodies } from './proxy.ts';
 import { createMcpSessions, type McpSessions, type McpSessionsOptions } from './sessions.ts';
 
@@ -22,12 +23,6 @@ export interface McpRoutesOptions extends McpSessionsOptions {
 }
 
 type GatedRequest = FastifyRequest & { mcpAuth?: AuthInfo };
-
-/** The tool a JSON-RPC `tools/call` names, if the body is one. */
-function toolCalled(body: unknown): string | undefined {
-  const { method, params } = (typeof body === 'object' && body !== null ? body : {}) as { method?: unknown; params?: { name?: unknown } };
-  return method === 'tools/call' && typeof params?.name === 'string' ? params.name : undefined;
-}
 
 /**
  * The resource server: protected-resource metadata (RFC 9728), the bearer gate, and Streamable HTTP

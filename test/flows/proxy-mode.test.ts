@@ -126,6 +126,21 @@ describe('proxy mode: /mcp forwarded to a backend MCP server with the caller’s
     await ada.client.close();
   });
 
+  it('records each forwarded tools/call in the audit trail with the backend status, never its arguments', async () => {
+    const ada = await connectAs('ada.audit@example.com', 'Ada');
+    await ada.client.callTool(ECHO);
+    const db = new Database(gatehouse.databasePath, { readonly: true, fileMustExist: true });
+    try {
+      const rows = db
+        .prepare("SELECT tool, decision, outcome, upstream_status AS upstreamStatus FROM tool_audit WHERE tool = 'echo_bearer'")
+        .all();
+      expect(rows).toContainEqual({ tool: 'echo_bearer', decision: 'allowed', outcome: 'ok', upstreamStatus: 200 });
+    } finally {
+      db.close();
+    }
+    await ada.client.close();
+  });
+
   it("sends the backend each caller's own upstream token, never a Gatehouse token, cookie or client header", async () => {
     const ada = await connectAs('ada.two@example.com', 'Ada');
     const bob = await connectAs('bob@example.com', 'Bob');
