@@ -117,6 +117,26 @@ describe('loadConfig', () => {
     );
   });
 
+  it('parses the tool settings: API origins (https or loopback), proxy mode with an enabled provider, rate limits, audit retention', () => {
+    const base = { DATABASE_PATH: tempDatabase(), GOOGLE_CLIENT_ID: 'g', GOOGLE_CLIENT_SECRET: 's' };
+    expect(loadConfig(base, () => {})).toMatchObject({
+      apiUrls: { google: 'https://www.googleapis.com', graph: 'https://graph.microsoft.com' },
+      backend: undefined,
+      toolRateLimits: { perAccount: 120, perClient: 600 },
+      auditRetentionDays: 90,
+    });
+    expect(loadConfig({ ...base, GOOGLE_API_URL: 'http://127.0.0.1:9999/' }, () => {}).apiUrls.google).toBe('http://127.0.0.1:9999');
+    expect(failure({ ...base, GRAPH_API_URL: 'http://graph.example.com' })).toMatch(/^GRAPH_API_URL:/);
+    const proxied = { ...base, MCP_BACKEND_URL: 'https://mcp.example.com/mcp', MCP_BACKEND_PROVIDER: 'google' };
+    expect(loadConfig(proxied, () => {}).backend).toEqual({ url: 'https://mcp.example.com/mcp', provider: 'google' });
+    expect(failure({ ...proxied, MCP_BACKEND_PROVIDER: 'entra' })).toMatch(/^MCP_BACKEND_PROVIDER:.*not enabled/);
+    expect(failure({ ...proxied, MCP_BACKEND_PROVIDER: 'github' })).toMatch(/^MCP_BACKEND_PROVIDER:/);
+    expect(failure({ ...base, MCP_BACKEND_PROVIDER: 'google' })).toMatch(/^MCP_BACKEND_PROVIDER:.*MCP_BACKEND_URL/);
+    expect(failure({ ...proxied, MCP_BACKEND_URL: 'http://mcp.example.com/mcp' })).toMatch(/^MCP_BACKEND_URL:/);
+    expect(failure({ ...base, TOOL_CALLS_PER_MINUTE_PER_ACCOUNT: '0' })).toMatch(/^TOOL_CALLS_PER_MINUTE_PER_ACCOUNT:/);
+    expect(failure({ ...base, AUDIT_RETENTION_DAYS: 'forever' })).toMatch(/^AUDIT_RETENTION_DAYS:/);
+  });
+
   it('names the variable for malformed values', () => {
     const base = { DATABASE_PATH: tempDatabase() };
     expect(failure({ ...base, PORT: 'eighty' })).toMatch(/^PORT:/);
