@@ -14,6 +14,10 @@ export interface LoadOptions {
   request: LoadRequest | (() => LoadRequest);
   /** Every response must have this status; others are counted as failures. */
   expectStatus: number;
+  /** With `checkEveryBody`, a response with the right status whose body lacks this counts as a failure too. */
+  bodyIncludes?: string;
+  /** For answers that fail in the body with a 200 (an MCP tool's `isError` result): check each one, not only the probe. */
+  checkEveryBody?: boolean;
   seconds: number;
   connections: number;
 }
@@ -32,14 +36,22 @@ export interface LoadResult {
  * (autocannon's histogram has 1 ms resolution, too coarse for sub-millisecond routes).
  */
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
-  const { request } = options;
+  const { request, bodyIncludes } = options;
+  let failures = 0;
+  const check =
+    options.checkEveryBody && bodyIncludes !== undefined
+      ? {
+          onResponse: (status: number, body: string) => {
+            if (status === options.expectStatus && !body.includes(bodyIncludes)) failures++;
+          },
+        }
+      : {};
   const requests =
     typeof request === 'function'
       ? // setupRequest rebuilds the request buffer every time; only dynamic requests pay for it.
-        [{ setupRequest: (base: object) => ({ ...base, ...request() }) }]
-      : [request];
+        [{ ...check, setupRequest: (base: object) => ({ ...base, ...request() }) }]
+      : [{ ...request, ...check }];
   const latencies: number[] = [];
-  let failures = 0;
   let started = process.hrtime.bigint();
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon(

@@ -4,13 +4,20 @@ export interface Measurement extends LoadResult {
   name: string;
   /** Share of one core the target process used while under load (≈100% means the server was the bottleneck). */
   serverCpu: number;
+  /** Share of one core the fake upstreams the target called used meanwhile (NaN: the target calls none). */
+  fakeCpu: number;
   /** Cores used by processes outside the benchmark meanwhile (noise from a shared machine). */
   otherCpu: number;
   /** Requests per second of every round, the best of which is this measurement. */
   rounds: number[];
+  /** p50 latency of every round, in the order of `rounds`. */
+  roundsP50: number[];
 }
 
-/** A ratio target: `measured` over `baseline` must reach `threshold`. */
+/**
+ * A ratio target. `throughput`: `measured` req/s over `baseline` req/s must reach `threshold`.
+ * `p50`: the latency `measured` adds to `baseline` at the median (p50 over p50, minus one) must stay within `threshold`.
+ */
 export interface Target {
   name: string;
   /** e.g. "≥ 40% of ceiling" */
@@ -19,6 +26,7 @@ export interface Target {
   baseline: Measurement;
   threshold: number;
   unit: '%' | '×';
+  metric: 'throughput' | 'p50';
 }
 
 const fixed = (value: number, digits: number) => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
@@ -42,14 +50,15 @@ export function formatMeasurements(measurements: readonly Measurement[], ceiling
     fixed(m.p99Ms, 2),
     showRatio(m.requestsPerSecond / ceiling, '%'),
     `${fixed(m.serverCpu * 100, 0)}%`,
+    Number.isNaN(m.fakeCpu) ? '' : `${fixed(m.fakeCpu * 100, 0)}%`,
     fixed(m.otherCpu, 2),
     `${fixed(((Math.max(...m.rounds) - Math.min(...m.rounds)) / Math.max(...m.rounds)) * 100, 0)}%`,
     m.failures === 0 ? '0' : `${m.failures} of ${m.responses}`,
   ]);
   return table(
-    ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'of ceiling', 'server CPU', 'other CPU', 'spread', 'failures'],
+    ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'of ceiling', 'server CPU', 'fake CPU', 'other CPU', 'spread', 'failures'],
     rows,
-    new Set([1, 2, 3, 4, 5, 6, 7, 8]),
+    new Set([1, 2, 3, 4, 5, 6, 7, 8, 9]),
   );
 }
 
@@ -59,10 +68,23 @@ export function formatMeasurements(measurements: readonly Measurement[], ceiling
  */
 export function formatTargets(targets: readonly Target[]): string {
   const rows = targets.map((t) => {
-    const value = t.measured.requestsPerSecond / t.baseline.requestsPerSecond;
-    const perRound = t.measured.rounds.map((rps, round) => rps / (t.baseline.rounds[round] ?? Number.NaN));
-    const range = `${showRatio(Math.min(...perRound), t.unit)} – ${showRatio(Math.max(...perRound), t.unit)}`;
-    return [t.name, t.wanted, showRatio(value, t.unit), range, value >= t.threshold ? 'PASS' : 'MISS'];
+    const per = (measured: Measurement, round?: number): { rps: number; p50: number } =>
+      round === undefined
+        ? { rps: measured.requestsPerSecond, p50: measured.p50Ms }
+        : { rps: measured.rounds[round] ?? Number.NaN, p50: measured.roundsP50[round] ?? Number.NaN };
+    // p50: the share of latency the measured path adds to the baseline (0.25 = 25% slower at the median).
+    const ratio = (round?: number) => {
+      const [m, b] = [per(t.measured, round), per(t.baseline, round)];
+      return t.metric === 'p50' ? m.p50 / b.p50 - 1 : m.rps / b.rps;
+    };
+    const show = (value: number) => (t.metric === 'p50' ? `${value >= 0 ? '+' : ''}${showRatio(value, '%')}` : showRatio(value, t.unit));
+    const value = ratio();
+    const perRound = t.measured.rounds.map((_, round) => ratio(round));
+    const range = `${show(Math.min(...perRound))} – ${show(Math.max(...perRound))}`;
+    const pass = t.metric === 'p50' ? value <= t.threshold : value >= t.threshold;
+    // p50: also the time added, which does not depend on how fast the baseline (a local fake) is.
+    const added = t.metric === 'p50' ? ` (+${fixed(t.measured.p50Ms - t.baseline.p50Ms, 2)} ms)` : '';
+    return [t.name, t.wanted, `${show(value)}${added}`, range, pass ? 'PASS' : 'MISS'];
   });
   return table(['target', 'wanted', 'measured', 'per round', ''], rows, new Set([2, 3]));
 }

@@ -2,14 +2,13 @@
  * `npm run bench`: Gatehouse's hot paths against a bare Fastify route on this machine (DESIGN.md §3).
  *
  * Every target runs alone in a child process (one core) while autocannon drives it from this process
- * (the other core). All targets are set up first; then ROUNDS rounds measure each target in turn for
- * SECONDS with CONNECTIONS keep-alive connections (the first round after a 1 s warm-up), and the best
- * round of each counts: on a shared machine other work only ever slows a run down.
+ * (the other core); the fake upstreams of benches 8 and 9 run in child processes of their own. All
+ * targets are set up first; then ROUNDS rounds measure each target in turn for SECONDS with CONNECTIONS
+ * keep-alive connections (the first round after a 1 s warm-up), and the best round of each counts: on
+ * a shared machine other work only ever slows a run down. Benches compared with each other run back
+ * to back in every round, so each round gives the ratio too.
  */
-import { rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { dirname } from 'node:path';
-import { freePort, testEnv } from '../test/support/gatehouse.ts';
 import { probe, runLoad } from './load.ts';
 import { machineBusyMicros, ownCpuMicros } from './machine.ts';
 import { formatMeasurements, formatTargets, type Measurement, type Target } from './report.ts';
@@ -17,6 +16,8 @@ import type { Scenario } from './scenarios.ts';
 import { type Bench, type BenchId, setUp } from './setup.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
+/** `BENCH_CALL_SECONDS`: per run of benches 8 and 9 (six runs a round). At one connection, 2 s is ≥ 1,000 calls. */
+const CALL_SECONDS = Number(process.env.BENCH_CALL_SECONDS ?? 2);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 /** `BENCH_TIME_LIMIT` seconds for the whole run, after which it stops itself. */
 const TIME_LIMIT_SECONDS = Number(process.env.BENCH_TIME_LIMIT ?? 480);
@@ -24,27 +25,49 @@ const WARMUP_SECONDS = 1;
 const CONNECTIONS = 10;
 /** `BENCH_CPU_PROF=<dir>` saves a CPU profile of the target during every measured run (it slows the run). */
 const PROFILE_DIR = process.env.BENCH_CPU_PROF;
-/** `BENCH_ONLY=3,4` measures only benches whose name starts with those numbers (e.g. to profile one path). */
+/**
+ * `BENCH_ONLY=3,8` measures only those benches (`8` is 8a–8d, `8b` only 8b), plus the ceiling every
+ * ratio to it needs; targets whose benches are not set up are not started.
+ */
 const ONLY = process.env.BENCH_ONLY?.split(',').map((item) => item.trim());
+const selected = (label: string): boolean => !ONLY || ONLY.some((item) => item === label || item === label.replace(/[a-z]+$/, ''));
+const labelOf = (bench: Bench): string => bench.name.split('.')[0] ?? '';
 
-/** One measured run, with the CPU the target and everything else on the machine used meanwhile. */
+/** CPU microseconds the helpers (fake upstreams) have used so far. */
+async function helperCpu(bench: Bench): Promise<number> {
+  const cpus = await Promise.all((bench.helpers ?? []).map((helper) => helper.cpu()));
+  return cpus.reduce((sum, cpu) => sum + cpu.cpuMicros, 0);
+}
+
+/** One measured run, with the CPU the target, its fakes and everything else on the machine used meanwhile. */
 async function measure(bench: Bench, scenario: Scenario): Promise<Measurement> {
   const { target } = bench;
   const build = () => (typeof scenario.request === 'function' ? scenario.request() : scenario.request);
   await probe(target.url, build(), { status: scenario.expectStatus, bodyIncludes: scenario.bodyIncludes });
   if (PROFILE_DIR) await target.profile('start');
-  const before = { target: await target.cpu(), own: ownCpuMicros(), machine: machineBusyMicros() };
-  const result = await runLoad({ url: target.url, ...scenario, seconds: SECONDS, connections: CONNECTIONS });
-  const after = { target: await target.cpu(), own: ownCpuMicros(), machine: machineBusyMicros() };
-  if (PROFILE_DIR) await target.profile('stop', `${bench.name.split('.')[0]}-${result.responses}req`);
+  const before = { target: await target.cpu(), helpers: await helperCpu(bench), own: ownCpuMicros(), machine: machineBusyMicros() };
+  const result = await runLoad({ url: target.url, ...scenario, ...load(bench) });
+  const after = { target: await target.cpu(), helpers: await helperCpu(bench), own: ownCpuMicros(), machine: machineBusyMicros() };
+  if (PROFILE_DIR) await target.profile('stop', `${labelOf(bench)}-${result.responses}req`);
   const wall = after.target.atMicros - before.target.atMicros;
   const targetCpu = after.target.cpuMicros - before.target.cpuMicros;
+  const helpersCpu = after.helpers - before.helpers;
   const otherCpu =
     before.machine === undefined || after.machine === undefined
       ? Number.NaN
-      : Math.max(0, after.machine - before.machine - targetCpu - (after.own - before.own)) / wall;
-  return { name: bench.name, ...result, serverCpu: targetCpu / wall, otherCpu, rounds: [result.requestsPerSecond] };
+      : Math.max(0, after.machine - before.machine - targetCpu - helpersCpu - (after.own - before.own)) / wall;
+  return {
+    name: bench.name,
+    ...result,
+    serverCpu: targetCpu / wall,
+    fakeCpu: bench.helpers?.length ? helpersCpu / wall : Number.NaN,
+    otherCpu,
+    rounds: [result.requestsPerSecond],
+    roundsP50: [result.p50Ms],
+  };
 }
+
+const load = (bench: Bench) => ({ seconds: bench.seconds ?? SECONDS, connections: bench.connections ?? CONNECTIONS });
 
 /** Enough single-use tokens for a run at `rate` req/s, with room for a faster run. */
 const poolSize = (rate: number, seconds: number) => Math.ceil(rate * seconds * 1.5) + 1000;
@@ -57,7 +80,7 @@ async function runRounds(benches: readonly Bench[]): Promise<Map<Bench, Measurem
       let rate = best.get(bench)?.requestsPerSecond ?? 4000;
       if (round === 1) {
         const warm = await bench.scenario(poolSize(rate, WARMUP_SECONDS));
-        rate = (await runLoad({ url: bench.target.url, ...warm, seconds: WARMUP_SECONDS, connections: CONNECTIONS })).requestsPerSecond;
+        rate = (await runLoad({ url: bench.target.url, ...warm, ...load(bench), seconds: WARMUP_SECONDS })).requestsPerSecond;
       }
       const run = await measure(bench, await bench.scenario(poolSize(rate, SECONDS)));
       process.stderr.write(`  ${bench.name.padEnd(44)} ${run.requestsPerSecond.toFixed(0).padStart(6)} req/s\n`);
@@ -67,6 +90,7 @@ async function runRounds(benches: readonly Bench[]): Promise<Map<Bench, Measurem
       best.set(bench, {
         ...better,
         rounds: [...(previous?.rounds ?? []), run.requestsPerSecond],
+        roundsP50: [...(previous?.roundsP50 ?? []), run.p50Ms],
         responses: (previous?.responses ?? 0) + run.responses,
         failures: (previous?.failures ?? 0) + run.failures,
       });
@@ -76,68 +100,66 @@ async function runRounds(benches: readonly Bench[]): Promise<Map<Bench, Measurem
 }
 
 async function main(): Promise<void> {
-  const port = await freePort();
-  const env = testEnv(port, { LOG_LEVEL: 'silent' });
-  process.stderr.write(`Setting up: targets, demo login, MCP sessions (Node ${process.version}, ${availableParallelism()} cores)\n`);
-  const cleanUp = () => rmSync(dirname(env.DATABASE_PATH as string), { recursive: true, force: true });
-  const setup = await setUp(env).catch((error: unknown) => {
-    cleanUp();
-    throw error;
-  });
+  process.stderr.write(`Setting up: targets, fakes, logins, MCP sessions (Node ${process.version}, ${availableParallelism()} cores)\n`);
+  const setup = await setUp({ wants: (labels) => labels.some(selected), callSeconds: CALL_SECONDS });
   try {
     const { benches } = setup;
-    const all = Object.values(benches);
-    if (ONLY) {
-      await runRounds(all.filter((bench) => ONLY.some((prefix) => bench.name.startsWith(`${prefix}.`))));
-      return;
-    }
+    const ceilingBench = benches.ceiling as Bench;
+    const all = Object.values(benches).filter((bench) => bench === ceilingBench || selected(labelOf(bench)));
     const best = await runRounds(all);
-    const get = (bench: Bench) => best.get(bench) as Measurement;
-    const ceiling = get(benches.ceiling);
+    const measured = (id: BenchId) => {
+      const bench = benches[id];
+      return bench && best.get(bench);
+    };
     const goal = (
       name: string,
       wanted: string,
-      measured: BenchId,
-      baseline: BenchId,
+      ids: [BenchId, BenchId],
       threshold: number,
       unit: '%' | '×' = '%',
-    ): Target => ({
-      name,
-      wanted,
-      measured: get(benches[measured]),
-      baseline: get(benches[baseline]),
-      threshold,
-      unit,
-    });
+      metric: Target['metric'] = 'throughput',
+    ): Target[] => {
+      const [measuredRun, baselineRun] = ids.map(measured);
+      return measuredRun && baselineRun ? [{ name, wanted, measured: measuredRun, baseline: baselineRun, threshold, unit, metric }] : [];
+    };
     const goals = [
-      goal('2. 401 path', '≥ 40% of ceiling', 'unauthorized', 'ceiling', 0.4),
-      goal('3/4. bearer gate', 'gated ≥ 90% of ungated', 'gated', 'ungated', 0.9),
-      goal('3/5. stateful vs stateless', 'gated ≥ 3× stateless', 'gated', 'stateless', 3, '×'),
-      goal('6a/6b. refresh on SQLite', '≥ 70% of in-memory', 'refreshSqlite', 'refreshMemory', 0.7),
+      ...goal('2. 401 path', '≥ 40% of ceiling', ['unauthorized', 'ceiling'], 0.4),
+      ...goal('3/4. bearer gate', 'gated ≥ 90% of ungated', ['gated', 'ungated'], 0.9),
+      ...goal('3/5. stateful vs stateless', 'gated ≥ 3× stateless', ['gated', 'stateless'], 3, '×'),
+      ...goal('6a/6b. refresh on SQLite', '≥ 70% of in-memory', ['refreshSqlite', 'refreshMemory'], 0.7),
+      ...goal('8b/8a. upstream tool, 1 conn', 'adds ≤ 25% at p50', ['calendarTool1', 'calendarDirect1'], 0.25, '%', 'p50'),
+      ...goal('8d/8c. upstream tool, 10 conn', 'adds ≤ 25% at p50', ['calendarTool10', 'calendarDirect10'], 0.25, '%', 'p50'),
+      ...goal('9b/9a. proxy mode', '≥ 70% of direct', ['backendProxy', 'backendDirect'], 0.7),
     ];
     process.stdout.write(
       [
         '',
-        `Gatehouse benchmark: Node ${process.version}, ${availableParallelism()} cores, ${CONNECTIONS} connections,`,
-        `best of ${ROUNDS} rounds of ${SECONDS} s each (1 s warm-up before the first)`,
+        `Gatehouse benchmark: Node ${process.version}, ${availableParallelism()} cores, ${CONNECTIONS} connections unless named,`,
+        `best of ${ROUNDS} rounds of ${SECONDS} s each (8 and 9: ${CALL_SECONDS} s; 1 s warm-up before the first)`,
         '',
-        formatMeasurements(all.map(get), ceiling.requestsPerSecond),
+        formatMeasurements(
+          all.map((bench) => best.get(bench) as Measurement),
+          best.get(ceilingBench)?.requestsPerSecond ?? Number.NaN,
+        ),
         '',
         formatTargets(goals),
         '',
-        'server CPU: share of one core the target used (≈100%: the target, not autocannon, was the limit).',
-        'other CPU: cores used meanwhile by processes outside the benchmark; spread: range of req/s over rounds.',
+        'server CPU: share of one core the target used (≈100%: the target, not autocannon, was the limit); fake CPU: the',
+        '  fake upstreams it called. other CPU: cores used meanwhile by processes outside the benchmark; spread: range of',
+        '  req/s over rounds. Tool-call rate limits are lifted for the run (their SQLite check still runs on every call).',
         '3b is src/mcp/routes.ts (gate included) with a token lookup that reads no storage; 4 and 5 serve the same',
         '  McpServer and account store with a fixed AuthInfo and no gate; 5 builds a server per request (SDK stateless).',
         '6a runs on Gatehouse (SQLite, WAL, synchronous=FULL); 6b is the same provider configuration and mount on',
         "  oidc-provider's memory adapter (findAccount reads SQLite in both).",
         `7 lifts the DCR limit for the run; Gatehouse allows 60 registrations per minute per IP (1 req/s sustained).`,
+        '8a/8c GET the fake Calendar API (test/support) with the upstream token Gatehouse holds; 8b/8d call the tool that',
+        "  makes that GET. The fake checks every bearer at the fake IdP's userinfo (a second loopback hop), in both.",
+        "9a calls the SDK backend's tool on its own session with the same upstream token; 9b goes through Gatehouse.",
         '',
       ].join('\n'),
     );
   } finally {
     await setup.close();
-    cleanUp();
   }
 }
 

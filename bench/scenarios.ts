@@ -3,7 +3,10 @@ import { TestOAuthClient } from '../test/support/mcp-client.ts';
 import { type LoadOptions, type LoadRequest, probe } from './load.ts';
 
 /** What one measured run sends and what counts as success. */
-export type Scenario = Pick<LoadOptions, 'request' | 'expectStatus'> & { bodyIncludes: string };
+export type Scenario = Pick<LoadOptions, 'request' | 'expectStatus' | 'checkEveryBody'> & { bodyIncludes: string };
+
+/** A scenario that is the same for every run. */
+export const fixed = (scenario: Scenario) => async () => scenario;
 
 /** Any opaque-looking bearer value: the stub-lookup target's token lookup accepts every token. */
 export const STUB_TOKEN = 'bench-stub-token-0123456789';
@@ -28,16 +31,44 @@ export function unauthenticatedCall(): Scenario {
 
 /** `tools/call whoami` with a fresh JSON-RPC id each time (the transport routes responses by id). */
 export function callWhoami(headers: Record<string, string>): Scenario {
+  return callTool(headers, WHOAMI, 'You are');
+}
+
+/**
+ * `tools/call` of any tool on an open session, fresh JSON-RPC id each time. A tool that fails answers
+ * 200 with `isError`, so every body must include `bodyIncludes` (words only a successful answer has).
+ */
+export function callTool(
+  headers: Record<string, string>,
+  params: { name: string; arguments: Record<string, unknown> },
+  bodyIncludes: string,
+  path = '/mcp',
+): Scenario {
   let id = 0;
   return {
     request: () => ({
       method: 'POST',
-      path: '/mcp',
+      path,
       headers: { ...JSON_HEADERS, ...headers },
-      body: JSON.stringify({ jsonrpc: '2.0', id: ++id, method: 'tools/call', params: WHOAMI }),
+      body: JSON.stringify({ jsonrpc: '2.0', id: ++id, method: 'tools/call', params }),
     }),
     expectStatus: 200,
-    bodyIncludes: 'You are',
+    bodyIncludes,
+    checkEveryBody: true,
+  };
+}
+
+/** The Calendar API request `google_calendar_list_calendars` makes, sent straight to the (fake) API with the upstream bearer. */
+export function listCalendarsDirect(upstreamToken: string, bodyIncludes: string): Scenario {
+  return {
+    request: {
+      method: 'GET',
+      path: '/calendar/v3/users/me/calendarList?maxResults=250',
+      headers: { authorization: `Bearer ${upstreamToken}` },
+    },
+    expectStatus: 200,
+    bodyIncludes,
+    checkEveryBody: true,
   };
 }
 

@@ -1,9 +1,9 @@
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { connectWithLogin } from '../test/support/mcp-client.ts';
+import { createLab, type Lab } from './lab.ts';
 import {
   bareRoute,
   callWhoami,
+  fixed,
   refreshGrant,
   registerClient,
   registration,
@@ -12,105 +12,103 @@ import {
   sessionHeaders,
   unauthenticatedCall,
 } from './scenarios.ts';
-import { type RunningTarget, startTarget } from './target-client.ts';
+import type { RunningTarget } from './target-client.ts';
+import { type UpstreamBenchId, upstreamBenches } from './upstream-benches.ts';
 
 export interface Bench {
   name: string;
   target: RunningTarget;
+  /** Fake upstreams the target calls while it serves: their CPU is shown apart, not counted as other work on the machine. */
+  helpers?: RunningTarget[];
+  /** Keep-alive connections; the run's default otherwise. */
+  connections?: number;
+  /** Seconds per measured run; the run's default otherwise. */
+  seconds?: number;
   /** The scenario for one run expected to send about `requests` requests (refresh tokens are single-use). */
   scenario(requests: number): Promise<Scenario>;
 }
 
-export type BenchId =
-  | 'ceiling'
-  | 'unauthorized'
-  | 'gated'
-  | 'stubLookup'
-  | 'ungated'
-  | 'stateless'
-  | 'refreshSqlite'
-  | 'refreshMemory'
-  | 'register';
+type CoreBenchId = 'unauthorized' | 'gated' | 'stubLookup' | 'ungated' | 'stateless' | 'refreshSqlite' | 'refreshMemory' | 'register';
+export type BenchId = 'ceiling' | CoreBenchId | UpstreamBenchId;
 
-/** An MCP session opened by the real SDK client (initialize + initialized), whose headers the load joins. */
-async function openSession(url: string, headers: Record<string, string> = {}) {
-  const transport = new StreamableHTTPClientTransport(new URL('/mcp', url), { requestInit: { headers } });
-  const client = new Client({ name: 'gatehouse-bench', version: '1.0.0' });
-  await client.connect(transport);
-  return { client, headers: { ...sessionHeaders(transport), ...headers } };
+export interface SetUpOptions {
+  /** Whether any of these bench labels (`3b`, `8a`) is to run: groups nobody wants are not started. */
+  wants(labels: readonly string[]): boolean;
+  /** Seconds per measured run of benches 8 and 9 (six runs a round, so shorter than the others). */
+  callSeconds: number;
 }
 
-const fixed = (scenario: Scenario) => async () => scenario;
-
 /**
- * Starts every target, signs in through the demo login with the real SDK client (DCR, consent, code
- * with PKCE, token), opens one MCP session per stateful target, and returns the benches in table order.
+ * Starts the targets of the wanted benches (the ceiling always: every table row is a ratio to it)
+ * and returns the benches in table order.
  */
-export async function setUp(env: Record<string, string>): Promise<{ benches: Record<BenchId, Bench>; close(): Promise<void> }> {
-  const targets: RunningTarget[] = [];
-  const clients: Client[] = [];
-  const start = async (...args: Parameters<typeof startTarget>) => {
-    const target = await startTarget(...args);
-    targets.push(target);
-    return target;
-  };
-  const close = async () => {
-    for (const client of clients) await client.close().catch(() => {});
-    for (const target of targets) await target.close().catch(() => {});
-  };
+export async function setUp(options: SetUpOptions): Promise<{ benches: Partial<Record<BenchId, Bench>>; close(): Promise<void> }> {
+  const lab = createLab();
   try {
-    const ceiling = await start('ceiling', env);
-    const gatehouse = await start('gatehouse', env);
-    // PUBLIC_URL (localhost:<port>) is the issuer and the resource the SDK client checks.
-    const login = await connectWithLogin(env.PUBLIC_URL as string);
-    clients.push(login.client);
-    const whoami = await login.client.callTool({ name: 'whoami', arguments: {} });
-    const accountId = (whoami.structuredContent as { account: string }).account;
-    const { access_token: accessToken, refresh_token: refreshToken } = login.oauth.savedTokens ?? {};
-    const clientId = login.oauth.clientInfo?.client_id;
-    if (!accessToken || !refreshToken || !clientId) throw new Error('the demo login flow did not yield tokens');
-    const template = await gatehouse.describe(refreshToken);
-
-    const stubLookup = await start('stub-lookup-mcp', env, accountId);
-    const stubSession = await openSession(stubLookup.url, { authorization: `Bearer ${STUB_TOKEN}` });
-    const ungated = await start('ungated-mcp', env, accountId);
-    const ungatedSession = await openSession(ungated.url);
-    clients.push(stubSession.client, ungatedSession.client);
-    const stateless = await start('stateless-mcp', env, accountId);
-    const memory = await start('oauth-memory', env);
-    const memoryClientId = await registerClient(memory.url);
-    const unlimited = await start('oauth-sqlite', env);
-
-    const benches: Record<BenchId, Bench> = {
-      ceiling: { name: '1. ceiling: bare Fastify GET /', target: ceiling, scenario: fixed(bareRoute()) },
-      unauthorized: { name: '2. 401: POST /mcp, no token', target: gatehouse, scenario: fixed(unauthenticatedCall()) },
-      gated: {
-        name: '3. tools/call whoami, gated (Gatehouse)',
-        target: gatehouse,
-        scenario: fixed(callWhoami({ ...sessionHeaders(login.transport), authorization: `Bearer ${accessToken}` })),
-      },
-      stubLookup: { name: '3b. tools/call, gate with stub lookup', target: stubLookup, scenario: fixed(callWhoami(stubSession.headers)) },
-      ungated: { name: '4. tools/call whoami, no gate', target: ungated, scenario: fixed(callWhoami(ungatedSession.headers)) },
-      stateless: {
-        name: '5. tools/call whoami, SDK stateless',
-        target: stateless,
-        scenario: fixed(callWhoami({ 'mcp-protocol-version': login.transport.protocolVersion ?? '2025-06-18' })),
-      },
-      refreshSqlite: {
-        name: '6a. /token refresh, SQLite (Gatehouse)',
-        target: gatehouse,
-        scenario: async (requests) => refreshGrant(await gatehouse.mint(template, clientId, requests), clientId),
-      },
-      refreshMemory: {
-        name: '6b. /token refresh, in-memory adapter',
-        target: memory,
-        scenario: async (requests) => refreshGrant(await memory.mint(template, memoryClientId, requests), memoryClientId),
-      },
-      register: { name: '7. /register, SQLite, limiter lifted', target: unlimited, scenario: fixed(registration()) },
+    const env = await lab.env();
+    const benches: Partial<Record<BenchId, Bench>> = {
+      ceiling: { name: '1. ceiling: bare Fastify GET /', target: await lab.start('ceiling', env), scenario: fixed(bareRoute()) },
     };
-    return { benches, close };
+    if (options.wants(['2', '3', '3b', '4', '5', '6a', '6b', '7'])) Object.assign(benches, await coreBenches(lab, env));
+    const tool = options.wants(['8a', '8b', '8c', '8d']);
+    const proxy = options.wants(['9a', '9b']);
+    if (tool || proxy) Object.assign(benches, await upstreamBenches(lab, { tool, proxy, seconds: options.callSeconds }));
+    return { benches, close: lab.close };
   } catch (error) {
-    await close();
+    await lab.close();
     throw error;
   }
+}
+
+/**
+ * Benches 2–7: signs in through the demo login with the real SDK client (DCR, consent, code with
+ * PKCE, token) and opens one MCP session per stateful target.
+ */
+async function coreBenches(lab: Lab, env: Record<string, string>): Promise<Record<CoreBenchId, Bench>> {
+  const gatehouse = await lab.start('gatehouse', env);
+  // PUBLIC_URL (localhost:<port>) is the issuer and the resource the SDK client checks.
+  const login = await connectWithLogin(env.PUBLIC_URL as string);
+  lab.keep(login.client);
+  const whoami = await login.client.callTool({ name: 'whoami', arguments: {} });
+  const accountId = (whoami.structuredContent as { account: string }).account;
+  const { access_token: accessToken, refresh_token: refreshToken } = login.oauth.savedTokens ?? {};
+  const clientId = login.oauth.clientInfo?.client_id;
+  if (!accessToken || !refreshToken || !clientId) throw new Error('the demo login flow did not yield tokens');
+  const template = await gatehouse.describe(refreshToken);
+
+  const stubLookup = await lab.start('stub-lookup-mcp', env, accountId);
+  const stubSession = await lab.openSession(new URL('/mcp', stubLookup.url), { authorization: `Bearer ${STUB_TOKEN}` });
+  const ungated = await lab.start('ungated-mcp', env, accountId);
+  const ungatedSession = await lab.openSession(new URL('/mcp', ungated.url));
+  const stateless = await lab.start('stateless-mcp', env, accountId);
+  const memory = await lab.start('oauth-memory', env);
+  const memoryClientId = await registerClient(memory.url);
+  const unlimited = await lab.start('oauth-sqlite', env);
+
+  return {
+    unauthorized: { name: '2. 401: POST /mcp, no token', target: gatehouse, scenario: fixed(unauthenticatedCall()) },
+    gated: {
+      name: '3. tools/call whoami, gated (Gatehouse)',
+      target: gatehouse,
+      scenario: fixed(callWhoami({ ...sessionHeaders(login.transport), authorization: `Bearer ${accessToken}` })),
+    },
+    stubLookup: { name: '3b. tools/call, gate with stub lookup', target: stubLookup, scenario: fixed(callWhoami(stubSession)) },
+    ungated: { name: '4. tools/call whoami, no gate', target: ungated, scenario: fixed(callWhoami(ungatedSession)) },
+    stateless: {
+      name: '5. tools/call whoami, SDK stateless',
+      target: stateless,
+      scenario: fixed(callWhoami({ 'mcp-protocol-version': login.transport.protocolVersion ?? '2025-06-18' })),
+    },
+    refreshSqlite: {
+      name: '6a. /token refresh, SQLite (Gatehouse)',
+      target: gatehouse,
+      scenario: async (requests) => refreshGrant(await gatehouse.mint(template, clientId, requests), clientId),
+    },
+    refreshMemory: {
+      name: '6b. /token refresh, in-memory adapter',
+      target: memory,
+      scenario: async (requests) => refreshGrant(await memory.mint(template, memoryClientId, requests), memoryClientId),
+    },
+    register: { name: '7. /register, SQLite, limiter lifted', target: unlimited, scenario: fixed(registration()) },
+  };
 }

@@ -1,22 +1,30 @@
 import { type ChildProcess, fork } from 'node:child_process';
+import type { FakeKind, FakeRequest } from './fake-process.ts';
 import type { RefreshTokenTemplate } from './refresh-tokens.ts';
 import type { TargetRequest } from './target-process.ts';
 import type { TargetKind } from './targets.ts';
 
 export interface RunningTarget {
   url: string;
+  /** What a fake announced besides its URL (the fake IdP's issuer, the backend's MCP path). */
+  details: Record<string, string>;
   /** CPU time the target process has used and when, to tell a saturated server from a saturated load generator. */
   cpu(): Promise<{ cpuMicros: number; atMicros: number }>;
   describe(refreshToken: string): Promise<RefreshTokenTemplate>;
   mint(template: RefreshTokenTemplate, clientId: string, count: number): Promise<string[]>;
+  /** Every token the fake IdP issued (`fake-google` only). */
+  issuedTokens(): Promise<string[]>;
   /** Starts, or stops and saves, a CPU profile of the target (only with `BENCH_CPU_PROF`). */
   profile(action: 'start' | 'stop', file?: string): Promise<void>;
   close(): Promise<void>;
 }
 
-/** Forks `target-process.ts` for one target and waits until it listens. */
-export async function startTarget(kind: TargetKind, env: Record<string, string>, accountId = ''): Promise<RunningTarget> {
-  const child: ChildProcess = fork(new URL('./target-process.ts', import.meta.url), [kind, JSON.stringify({ env, accountId })], {
+const isFake = (kind: TargetKind | FakeKind): kind is FakeKind => kind.startsWith('fake-');
+
+/** Forks `target-process.ts` (or `fake-process.ts` for a fake upstream) for one target and waits until it listens. */
+export async function startTarget(kind: TargetKind | FakeKind, env: Record<string, string>, accountId = ''): Promise<RunningTarget> {
+  const script = new URL(isFake(kind) ? './fake-process.ts' : './target-process.ts', import.meta.url);
+  const child: ChildProcess = fork(script, [kind, JSON.stringify({ env, accountId })], {
     stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
     execArgv: [],
   });
@@ -34,10 +42,10 @@ export async function startTarget(kind: TargetKind, env: Record<string, string>,
     }),
   );
 
-  const url = await new Promise<string>((resolve, reject) => {
+  const ready = await new Promise<{ url: string; details: Record<string, string> }>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`target ${kind} exited with ${code} before listening`)));
-    child.on('message', (message: { ready?: string; id?: number; result?: unknown; error?: string }) => {
-      if (message.ready) return resolve(message.ready);
+    child.on('message', (message: { ready?: string; details?: Record<string, string>; id?: number; result?: unknown; error?: string }) => {
+      if (message.ready) return resolve({ url: message.ready, details: message.details ?? {} });
       const call = message.id === undefined ? undefined : pending.get(message.id);
       if (!call || message.id === undefined) return;
       pending.delete(message.id);
@@ -46,7 +54,7 @@ export async function startTarget(kind: TargetKind, env: Record<string, string>,
     });
   });
 
-  const call = <T>(request: TargetRequest): Promise<T> =>
+  const call = <T>(request: TargetRequest | FakeRequest): Promise<T> =>
     new Promise<T>((resolve, reject) => {
       if (!child.connected) return reject(new Error(`target ${kind} is gone`));
       const id = nextId++;
@@ -55,10 +63,11 @@ export async function startTarget(kind: TargetKind, env: Record<string, string>,
     });
 
   return {
-    url,
+    ...ready,
     cpu: () => call({ type: 'cpu' }),
     describe: (refreshToken) => call({ type: 'describe', refreshToken }),
     mint: (template, clientId, count) => call({ type: 'mint', template, clientId, count }),
+    issuedTokens: () => call({ type: 'issued-tokens' }),
     profile: (action, file = kind) => call(action === 'start' ? { type: 'profile', action } : { type: 'profile', action, file }),
     close: async () => {
       await call({ type: 'close' });
