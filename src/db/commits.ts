@@ -13,6 +13,14 @@ export interface Commits {
    * statement runs): SQLite undoes a failed statement by itself, without touching the rest of the batch.
    */
   write<T>(write: () => T): T;
+  /**
+   * Like `write`, for records a crash may lose the latest of (rate-limit state, audit rows): runs now,
+   * in the open batch or a new one, but a batch holding only such records commits without an fsync
+   * (WAL `synchronous=NORMAL` for that commit), so they do not pay one each on the event loop; the
+   * next durable commit's fsync covers them. Nothing waits for them; a `write` joining such a batch
+   * makes it durable as usual.
+   */
+  writeEventually<T>(write: () => T): T;
   /** Resolves once every write made so far is committed; rejects if that commit failed. */
   durable(): Promise<void>;
   /** Whether any write is waiting for its commit (lets hot paths skip waiting on nothing). */
@@ -25,42 +33,60 @@ export interface Commits {
 const BATCH_WINDOW_MS = 1;
 
 export function createCommits(sqlite: Database.Database): Commits {
-  let batch: { done: Promise<void>; settle(error?: unknown): void } | undefined;
+  let batch: { done: Promise<void>; settle(error?: unknown): void; eventual: boolean; timer: NodeJS.Timeout } | undefined;
 
   const flush = (): void => {
     const current = batch;
     if (!current) return;
     batch = undefined;
+    clearTimeout(current.timer);
     try {
       sqlite.exec('COMMIT');
       current.settle();
     } catch (error) {
       if (sqlite.inTransaction) sqlite.exec('ROLLBACK');
       current.settle(error);
+    } finally {
+      // Outside the transaction again (SQLite refuses the change inside one): back to fsyncing every commit.
+      if (current.eventual) sqlite.pragma('synchronous = FULL');
     }
   };
 
-  const open = (): void => {
+  const open = (eventual: boolean): void => {
     let settle: (error?: unknown) => void = () => {};
     const done = new Promise<void>((resolve, reject) => {
       settle = (error) => (error === undefined ? resolve() : reject(error));
     });
     // A held response observes the failure; nobody else must see an unhandled rejection.
     done.catch(() => {});
-    sqlite.exec('BEGIN IMMEDIATE');
-    batch = { done, settle };
+    // The lock is held as briefly as ever (a longer window would starve another process's writers);
+    // only the fsync is skipped, and only for a batch nothing durable is written in.
+    if (eventual) sqlite.pragma('synchronous = NORMAL');
+    try {
+      sqlite.exec('BEGIN IMMEDIATE');
+    } catch (error) {
+      // Busy past busy_timeout: no batch opened, and the connection must not stay without fsync.
+      if (eventual) sqlite.pragma('synchronous = FULL');
+      throw error;
+    }
     // A short window lets the writes of concurrent requests (each makes several, one await apart) share one fsync.
-    setTimeout(flush, BATCH_WINDOW_MS);
+    batch = { done, settle, eventual, timer: setTimeout(flush, BATCH_WINDOW_MS) };
   };
 
   return {
     write(write) {
+      // A write someone waits for never joins a batch that will not fsync: that one commits first.
+      if (batch?.eventual) flush();
       // Inside someone else's transaction (a drizzle transaction callback) it simply becomes part of it.
-      if (!batch && !sqlite.inTransaction) open();
+      if (!batch && !sqlite.inTransaction) open(false);
+      return write();
+    },
+    writeEventually(write) {
+      if (!batch && !sqlite.inTransaction) open(true);
       return write();
     },
     durable: () => batch?.done ?? Promise.resolve(),
-    pending: () => batch !== undefined,
+    pending: () => batch !== undefined && !batch.eventual,
     flush,
   };
 }

@@ -47,11 +47,11 @@ const REFUSAL_KEYS_MAX = 10_000;
  * was let through (scope step-up, rate limits), how it ended, the upstream status and how long it
  * took. It records no arguments, results or tokens. Rows join the group-commit batch and nothing
  * waits for them: a tool's response is not held for its audit row, and a crash loses at most the
- * last millisecond's rows (`db/commits.ts`).
+ * latest rows (`db/commits.ts`).
  */
 export function createToolAudit(
   sqlite: Database.Database,
-  commits: Pick<Commits, 'write'>,
+  commits: Pick<Commits, 'writeEventually'>,
   options: { retentionDays: number; clock?: () => number },
 ): ToolAudit {
   const clock = options.clock ?? Date.now;
@@ -86,13 +86,15 @@ export function createToolAudit(
     const now = clock();
     const accountId = accountIdOf(auth);
     if (!refusalDue(`${decision}\n${accountId}\n${auth.clientId}`, now)) return;
-    commits.write(() => insert.run(now, accountId, auth.clientId, auditedName(tool), decision, null, null, null));
+    commits.writeEventually(() => insert.run(now, accountId, auth.clientId, auditedName(tool), decision, null, null, null));
   };
 
   return {
     recordCall({ tool, accountId, clientId, outcome, upstreamStatus, durationMs }) {
       const at = clock() - durationMs;
-      commits.write(() => insert.run(at, accountId, clientId, auditedName(tool), 'allowed', outcome, upstreamStatus ?? null, durationMs));
+      commits.writeEventually(() =>
+        insert.run(at, accountId, clientId, auditedName(tool), 'allowed', outcome, upstreamStatus ?? null, durationMs),
+      );
     },
     recordScopeDenial: (tool, auth) => recordRefusal(tool, auth, 'insufficient_scope'),
     recordRateLimited: (tool, auth, limit) => recordRefusal(tool, auth, `rate_limited_${limit}`),

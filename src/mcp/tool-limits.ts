@@ -27,12 +27,12 @@ const MINUTE_US = 60_000_000;
  * upsert that decides and records at once; both keys run in one savepoint, so the decision is exact
  * under concurrency in this process (better-sqlite3 is synchronous) and across processes sharing the
  * file (the write joins the group-commit batch, which holds SQLite's write lock until it commits).
- * No response waits for that commit: a crash can lose at most the last millisecond's counts
+ * No response waits for that commit: a crash can lose at most the latest counts
  * (`db/commits.ts`), which lets a few calls more through, never fewer.
  */
 export function createToolRateLimiter(
   sqlite: Database.Database,
-  commits: Pick<Commits, 'write'>,
+  commits: Pick<Commits, 'writeEventually'>,
   limits: { readonly perAccount: number; readonly perClient: number },
   clock: () => number = Date.now,
 ): ToolRateLimiter {
@@ -72,7 +72,7 @@ export function createToolRateLimiter(
     takeToolCall(accountId, clientId) {
       const now = clock() * 1000;
       try {
-        return commits.write(() => takeBoth(accountId, clientId, now));
+        return commits.writeEventually(() => takeBoth(accountId, clientId, now));
       } catch (error) {
         if (!(error instanceof Refused)) throw error;
         return refusal('client', clientId, now);

@@ -80,6 +80,27 @@ describe('group commit with acknowledgement deferred to the response', () => {
     expect(count(reader)).toBe(1);
   });
 
+  it('commits records written eventually without holding any response, and makes a batch durable once a durable write joins it', async () => {
+    const { writer, reader } = database();
+    const commits = createCommits(writer);
+    const insert = writer.prepare('INSERT INTO t (v) VALUES (?)');
+    for (const v of ['a', 'b']) commits.writeEventually(() => insert.run(v));
+    expect(count(writer)).toBe(2);
+    // Nothing waits for these: the response hook sees nothing pending; they still commit on the short window.
+    expect(commits.pending()).toBe(false);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(writer.inTransaction).toBe(false);
+    expect(count(reader)).toBe(2);
+    // The connection is back to fsyncing every commit.
+    expect(writer.pragma('synchronous', { simple: true })).not.toBe(1);
+
+    commits.writeEventually(() => insert.run('c'));
+    commits.write(() => insert.run('d'));
+    expect(commits.pending()).toBe(true);
+    await commits.durable();
+    expect(count(reader)).toBe(4);
+  });
+
   it('resolves durable() at once when nothing is pending', async () => {
     const { writer } = database();
     await expect(createCommits(writer).durable()).resolves.toBeUndefined();
