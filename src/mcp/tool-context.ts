@@ -115,7 +115,14 @@ export function createToolContext(deps: ToolContextDeps, authInfo: AuthInfo | un
         accessToken: async () => (await deps.grants.freshTokens(accountId, connection.id)).accessToken,
         async hasUpstreamScope(scope) {
           const granted = (await deps.grants.freshTokens(accountId, connection.id)).scope;
-          return granted === undefined || granted.split(' ').includes(scope);
+          if (granted === undefined) return true;
+          // Scope names compare case-insensitively at Entra, which may also qualify them with the resource
+          // (`https://graph.microsoft.com/Calendars.Read` for `Calendars.Read`).
+          const wanted = scope.toLowerCase();
+          return granted.split(' ').some((name) => {
+            const lower = name.toLowerCase();
+            return lower === wanted || lower.endsWith(`/${wanted}`);
+          });
         },
       };
     },

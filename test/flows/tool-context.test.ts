@@ -31,6 +31,25 @@ describe('tool call context', () => {
     expect(() => currentToolContext()).toThrow(/no tool call in progress/);
   });
 
+  it('tells whether an upstream scope was granted, case-insensitively and in its resource-qualified form', async () => {
+    const linked = { id: 'u1', provider: 'entra', subject: 's', email: 'ada@example.com', name: null, status: 'ok' as const };
+    const contextWith = (scope: string | undefined) =>
+      createToolContext(
+        {
+          accounts: { findAccount: () => ({ id: 'ada', upstream: [linked] }) } as never,
+          grants: { freshTokens: async () => ({ accessToken: 'x', scope }) } as never,
+          upstreams: new Map(),
+        },
+        { token: 't', clientId: 'c', scopes: ['mcp'], extra: { accountId: 'ada' } },
+      ).upstream('entra');
+    expect(await contextWith('openid https://graph.microsoft.com/Calendars.Read').hasUpstreamScope('Calendars.Read')).toBe(true);
+    expect(await contextWith('openid calendars.read').hasUpstreamScope('Calendars.Read')).toBe(true);
+    expect(await contextWith('openid User.Read').hasUpstreamScope('Calendars.Read')).toBe(false);
+    expect(await contextWith('openid Calendars.ReadWrite').hasUpstreamScope('Calendars.Read')).toBe(false);
+    // An upstream that did not say which scopes it granted is not refused up front.
+    expect(await contextWith(undefined).hasUpstreamScope('Calendars.Read')).toBe(true);
+  });
+
   it('answers 200 interleaved tool calls of two users each with its own caller', async () => {
     const ada = await connectWithLogin(gatehouse.url, { user: { email: 'ada@example.com', name: 'Ada' } });
     const grace = await connectWithLogin(gatehouse.url, { user: { email: 'grace@example.com', name: 'Grace' } });
