@@ -139,6 +139,27 @@ describe('scope step-up from the base scope to a tool family (MCP 2025-11-25 aut
     await client.close();
   });
 
+  it('sends a browser that approved the base scope straight to the only provider only for that scope: a step-up shows the consent page', async () => {
+    const { client, oauth, agent } = await signInWithBaseScope({ refreshTokens: true });
+    await client.close();
+    // The Gatehouse session ends; the browser still remembers approving this client for `mcp`.
+    agent.forgetCookies(/^_session/);
+    const request = (scope: string) => {
+      const url = new URL(oauth.requested[0] as URL);
+      url.searchParams.set('scope', scope);
+      url.searchParams.set('state', `state-${scope.length}`);
+      return url.href;
+    };
+    const leavesGatehouse = (url: string) => !url.startsWith(gatehouse.url);
+    const same = await agent.followUntil(request('mcp'), leavesGatehouse);
+    expect(same.url.startsWith(google.issuer)).toBe(true);
+
+    const more = await agent.followUntil(request('mcp google.calendar'), leavesGatehouse);
+    expect(more.url).toMatch(new RegExp(`^${gatehouse.url}/interaction/`));
+    // Signed out of Gatehouse, the page cannot know what this user granted before; it lists everything asked for.
+    expect(await more.response.text()).toContain('Read your Google calendars and their events');
+  });
+
   it('never widens a token’s scope on refresh (RFC 6749 §6), so the SDK’s refresh-first step-up (1.x) meets the same 403', async () => {
     const { client, oauth } = await signInWithBaseScope({ refreshTokens: true });
     const refreshToken = oauth.savedTokens?.refresh_token;
