@@ -12,7 +12,7 @@ import {
   type FakeOwnerRezUser,
   startFakeOwnerRez,
 } from '../support/fake-ownerrez.ts';
-import { connectThroughUpstream, federationEnv, finishAuthorization, OWNERREZ_CLIENT } from '../support/federation.ts';
+import { connectThroughUpstream, federationEnv, finishAuthorization, OWNERREZ_CLIENT, rawMcpCall } from '../support/federation.ts';
 import { startGatehouse, type TestGatehouse } from '../support/gatehouse.ts';
 import { TestOAuthClient } from '../support/mcp-client.ts';
 import { registerClient } from '../support/oauth.ts';
@@ -66,23 +66,9 @@ const recordingFetch = (async (input: string | URL | Request, init?: RequestInit
   return response;
 }) as typeof fetch;
 
-let rpcId = 1;
 /** A JSON-RPC request on the SDK client's own session, sent raw so the test sees the HTTP status and headers. */
-async function rawCall(connected: Connected, method: string, params: object = {}): Promise<RawReply> {
-  const { transport, oauth } = connected;
-  const response = await fetch(`${gatehouseOrigin}/mcp`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${oauth.savedTokens?.access_token}`,
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': transport.protocolVersion ?? '2025-06-18',
-      'mcp-session-id': transport.sessionId ?? '',
-    },
-    body: JSON.stringify({ jsonrpc: '2.0', id: ++rpcId, method, params }),
-  });
-  const text = await response.text();
-  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : {} };
+function rawCall(connected: Connected, method: string, params: object = {}): Promise<RawReply> {
+  return rawMcpCall<RawReply['body']>(gatehouseOrigin, connected, method, params);
 }
 
 const textOf = (result: ToolResult | undefined): string => (result?.content ?? []).map((part) => part.text ?? '').join('\n');

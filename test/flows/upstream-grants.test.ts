@@ -16,6 +16,7 @@ import {
   finishAuthorization,
   GOOGLE_CLIENT,
   OWNERREZ_CLIENT,
+  rawMcpCall,
 } from '../support/federation.ts';
 import { startGatehouse, type TestGatehouse } from '../support/gatehouse.ts';
 import { TestOAuthClient } from '../support/mcp-client.ts';
@@ -62,24 +63,9 @@ const recordingFetch = (async (input: string | URL | Request, init?: RequestInit
   return response;
 }) as typeof fetch;
 
-let rpcId = 1000;
-
 /** A JSON-RPC request on the SDK client's own MCP session, sent raw so the test sees the HTTP status and headers. */
-async function rawCall(origin: string, connected: Connected, method: string, params: object = {}): Promise<RawReply> {
-  const { transport, oauth } = connected;
-  const response = await fetch(`${origin}/mcp`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${oauth.savedTokens?.access_token}`,
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': transport.protocolVersion ?? '2025-06-18',
-      'mcp-session-id': transport.sessionId ?? '',
-    },
-    body: JSON.stringify({ jsonrpc: '2.0', id: ++rpcId, method, params }),
-  });
-  const text = await response.text();
-  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : {} };
+function rawCall(origin: string, connected: Connected, method: string, params: object = {}): Promise<RawReply> {
+  return rawMcpCall<RawReply['body']>(origin, connected, method, params);
 }
 
 const rawWhoami = (origin: string, connected: Connected) => rawCall(origin, connected, 'tools/call', WHOAMI);

@@ -285,3 +285,30 @@ export class ScopedOAuthClient extends TestOAuthClient {
     super.redirectToAuthorization(url);
   }
 }
+
+let rawRpcId = 10_000;
+
+/**
+ * A JSON-RPC request on an SDK client's own MCP session, sent raw so a test sees the HTTP status and
+ * headers (401/403/429/503 and their challenges) that the SDK turns into exceptions.
+ */
+export async function rawMcpCall<Body>(
+  origin: string,
+  session: { transport: StreamableHTTPClientTransport; oauth: TestOAuthClient },
+  method: string,
+  params: object = {},
+): Promise<{ status: number; headers: Headers; body: Body }> {
+  const response = await fetch(`${origin}/mcp`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${session.oauth.savedTokens?.access_token}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': session.transport.protocolVersion ?? '2025-06-18',
+      'mcp-session-id': session.transport.sessionId ?? '',
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: ++rawRpcId, method, params }),
+  });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : {} };
+}
