@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { OAuthError } from '../errors.ts';
 import { hijackReply } from '../http.ts';
 import { accountIdOf } from './context.ts';
+import { SessionTransport } from './transport.ts';
 import { applyUpstreamOutcome, withOutcomeSlot } from './upstream-outcome.ts';
 
 export interface McpSessionsOptions {
@@ -28,7 +28,7 @@ export interface McpSessions {
 }
 
 interface Session {
-  transport: StreamableHTTPServerTransport;
+  transport: SessionTransport;
   accountId: string;
   clientId: string;
   lastSeen: number;
@@ -68,18 +68,14 @@ export function createMcpSessions(options: McpSessionsOptions): McpSessions {
       accountId,
       clientId,
       lastSeen: Date.now(),
-      transport: new StreamableHTTPServerTransport({
-        sessionIdGenerator: () => randomUUID(),
-        // Plain JSON answers to POSTs: tools/call is request/response, and an SSE stream per call costs
-        // a third of the throughput. Server-initiated messages still flow on the GET stream.
-        enableJsonResponse: true,
-        onsessioninitialized: (id) => {
-          sessions.set(id, session);
-        },
+      // Plain JSON answers to POSTs (see transport.ts); server-initiated messages flow on the GET stream.
+      transport: new SessionTransport({
+        sessionId: randomUUID(),
+        onInitialized: () => void sessions.set(session.transport.sessionId, session),
       }),
     };
     session.transport.onclose = () => {
-      if (session.transport.sessionId) sessions.delete(session.transport.sessionId);
+      sessions.delete(session.transport.sessionId);
       void server.close();
     };
     void server.connect(session.transport);
@@ -105,10 +101,9 @@ export function createMcpSessions(options: McpSessionsOptions): McpSessions {
       }
       session.lastSeen = Date.now();
       const callAuth = withOutcomeSlot(auth);
-      (request.raw as typeof request.raw & { auth?: AuthInfo }).auth = callAuth;
       const res = hijackReply(reply);
       if (options.upstreamChallenge) applyUpstreamOutcome(res, callAuth, options.upstreamChallenge);
-      await session.transport.handleRequest(request.raw, res, request.body);
+      await session.transport.handleRequest(request.raw, res, request.body, callAuth);
     },
     async closeAll() {
       clearInterval(sweep);
