@@ -182,7 +182,18 @@ export function accessTokenExistence(sqlite: Database.Database): (token: string)
   const statement = sqlite.prepare<[string, number], { found: number }>(
     "SELECT 1 AS found FROM oidc_models WHERE model = 'AccessToken' AND id_hash = ? AND (expires_at IS NULL OR expires_at > ?)",
   );
-  return (token) => statement.get(sha256(token), nowSeconds()) !== undefined;
+  // The gate asks about the same few tokens on every request: remember their hashes (bounded, oldest
+  // out first) rather than hash each time, which cost about as much as the indexed read itself.
+  const hashes = new Map<string, string>();
+  return (token) => {
+    let hash = hashes.get(token);
+    if (hash === undefined) {
+      if (hashes.size >= 10_000) hashes.delete(hashes.keys().next().value as string);
+      hash = sha256(token);
+      hashes.set(token, hash);
+    }
+    return statement.get(hash, nowSeconds()) !== undefined;
+  };
 }
 
 /** Deletes every artifact of one grant across all models (used when a replay proves a leak). */
