@@ -7,7 +7,7 @@ import { OAuthError } from '../errors.ts';
 import { hijackReply } from '../http.ts';
 import { accountIdOf } from './context.ts';
 import { SessionTransport } from './transport.ts';
-import { applyUpstreamOutcome, withOutcomeSlot } from './upstream-outcome.ts';
+import { upstreamOutcomeStatus, withOutcomeSlot } from './upstream-outcome.ts';
 
 export interface McpSessionsOptions {
   createServer(): McpServer;
@@ -47,6 +47,7 @@ export function createMcpSessions(options: McpSessionsOptions): McpSessions {
   const idleMs = options.idleMs ?? 30 * 60_000;
   const maxSessions = options.maxSessions ?? 10_000;
   const maxPerAccount = options.maxSessionsPerAccount ?? 32;
+  const { upstreamChallenge } = options;
 
   /** One token holder cannot fill the server with sessions: its oldest gives way to its newest. */
   const makeRoomFor = (accountId: string): void => {
@@ -71,6 +72,7 @@ export function createMcpSessions(options: McpSessionsOptions): McpSessions {
       // Plain JSON answers to POSTs (see transport.ts); server-initiated messages flow on the GET stream.
       transport: new SessionTransport({
         sessionId: randomUUID(),
+        ...(upstreamChallenge ? { answerStatus: (auth: AuthInfo) => upstreamOutcomeStatus(auth, upstreamChallenge) } : {}),
         onInitialized: () => void sessions.set(session.transport.sessionId, session),
       }),
     };
@@ -101,9 +103,7 @@ export function createMcpSessions(options: McpSessionsOptions): McpSessions {
       }
       session.lastSeen = Date.now();
       const callAuth = withOutcomeSlot(auth);
-      const res = hijackReply(reply);
-      if (options.upstreamChallenge) applyUpstreamOutcome(res, callAuth, options.upstreamChallenge);
-      await session.transport.handleRequest(request.raw, res, request.body, callAuth);
+      await session.transport.handleRequest(request.raw, hijackReply(reply), request.body, callAuth);
     },
     async closeAll() {
       clearInterval(sweep);

@@ -10,6 +10,7 @@ import { jsonRpcKind } from './json-rpc.ts';
 /** A POST whose JSON-RPC requests are being answered: the response is written once all of them are. */
 interface PendingPost {
   res: ServerResponse;
+  authInfo: AuthInfo;
   ids: RequestId[];
   answers: Map<RequestId, JSONRPCMessage>;
 }
@@ -18,6 +19,8 @@ export interface SessionTransportOptions {
   sessionId: string;
   /** Called once the session's `initialize` request was accepted: from then on the id routes requests here. */
   onInitialized(): void;
+  /** A status other than 200 for a POST's answer, decided once its calls ran (see upstream-outcome.ts). */
+  answerStatus?(authInfo: AuthInfo): { status: number; headers: Record<string, string> } | undefined;
   keepAliveMs?: number;
 }
 
@@ -66,7 +69,7 @@ export class SessionTransport implements Transport {
     res.end(errorBody(-32000, 'Method not allowed.'));
   }
 
-  #post(req: IncomingMessage, res: ServerResponse, body: unknown, authInfo: AuthInfo): void {
+  #post(req: IncomingMessage, res: ServerResponse, body: unknown, authInfo: AuthInfo): undefined {
     // Transport spec: the client MUST accept both; Accept is a list, so a substring check is what the SDK does too.
     const accept = req.headers.accept;
     if (!accept?.includes('application/json') || !accept.includes('text/event-stream'))
@@ -101,7 +104,7 @@ export class SessionTransport implements Transport {
       for (const message of messages) this.onmessage?.(message, extra);
       return;
     }
-    const post: PendingPost = { res, ids, answers: new Map() };
+    const post: PendingPost = { res, authInfo, ids, answers: new Map() };
     for (const id of ids) this.#pending.set(id, post);
     // A client that hangs up leaves nothing behind: its answers are dropped when they come.
     res.once('close', () => {
@@ -111,7 +114,7 @@ export class SessionTransport implements Transport {
   }
 
   /** The GET stream: server-initiated requests and notifications, one stream per session. */
-  #openStream(req: IncomingMessage, res: ServerResponse): void {
+  #openStream(req: IncomingMessage, res: ServerResponse): undefined {
     if (!req.headers.accept?.includes('text/event-stream'))
       return reject(res, 406, -32000, 'Not Acceptable: Client must accept text/event-stream');
     if (!this.#sessionMatches(req, res)) return;
@@ -171,10 +174,11 @@ export class SessionTransport implements Transport {
     this.#stream?.res.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
   }
 
-  #answer({ res, ids, answers }: PendingPost): void {
+  #answer({ res, authInfo, ids, answers }: PendingPost): void {
     if (res.writableEnded || res.destroyed) return;
     const body = ids.length === 1 ? JSON.stringify(answers.get(ids[0] as RequestId)) : JSON.stringify(ids.map((id) => answers.get(id)));
-    res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': this.sessionId });
+    const outcome = this.#options.answerStatus?.(authInfo);
+    res.writeHead(outcome?.status ?? 200, { ...outcome?.headers, 'content-type': 'application/json', 'mcp-session-id': this.sessionId });
     res.end(body);
   }
 
@@ -195,7 +199,7 @@ export class SessionTransport implements Transport {
 
 const errorBody = (code: number, message: string): string => JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null });
 
-function reject(res: ServerResponse, status: number, code: number, message: string): void {
+function reject(res: ServerResponse, status: number, code: number, message: string): undefined {
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(errorBody(code, message));
 }

@@ -1,4 +1,3 @@
-import type { ServerResponse } from 'node:http';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { UpstreamGrantError } from '../upstream/types.ts';
 
@@ -21,21 +20,17 @@ export function reportUpstreamFailure(authInfo: AuthInfo | undefined, failure: U
 }
 
 /**
- * Rewrites the status of a tool call's JSON response after an upstream failure. Terminal: 401 with the
- * bearer challenge, so the MCP client re-authorizes (its Gatehouse grant was revoked with the upstream
- * one). Transient: 503 with `Retry-After`. The JSON-RPC body still carries the tool's readable message.
+ * The status of a tool call's JSON response after an upstream failure, or undefined for none (200).
+ * Terminal: 401 with the bearer challenge, so the MCP client re-authorizes (its Gatehouse grant was
+ * revoked with the upstream one). Transient: 503 with `Retry-After`. The JSON-RPC body still carries
+ * the tool's readable message.
  */
-export function applyUpstreamOutcome(res: ServerResponse, auth: AuthInfo, challenge: () => string): void {
-  const outcome = auth.extra?.[OUTCOME] as Outcome | undefined;
-  const writeHead = res.writeHead.bind(res) as (...args: unknown[]) => ServerResponse;
-  res.writeHead = ((status: number, ...rest: unknown[]) => {
-    const failure = outcome?.failure;
-    if (!failure || status !== 200) return writeHead(status, ...rest);
-    if (failure.kind === 'terminal') {
-      res.setHeader('www-authenticate', challenge());
-      return writeHead(401, ...rest);
-    }
-    res.setHeader('retry-after', String(failure.retryAfter));
-    return writeHead(503, ...rest);
-  }) as typeof res.writeHead;
+export function upstreamOutcomeStatus(
+  auth: AuthInfo,
+  challenge: () => string,
+): { status: number; headers: Record<string, string> } | undefined {
+  const failure = (auth.extra?.[OUTCOME] as Outcome | undefined)?.failure;
+  if (!failure) return undefined;
+  if (failure.kind === 'terminal') return { status: 401, headers: { 'www-authenticate': challenge() } };
+  return { status: 503, headers: { 'retry-after': String(failure.retryAfter) } };
 }
