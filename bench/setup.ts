@@ -28,7 +28,16 @@ export interface Bench {
   scenario(requests: number): Promise<Scenario>;
 }
 
-type CoreBenchId = 'unauthorized' | 'gated' | 'stubLookup' | 'ungated' | 'stateless' | 'refreshSqlite' | 'refreshMemory' | 'register';
+type CoreBenchId =
+  | 'unauthorized'
+  | 'gated'
+  | 'stubLookup'
+  | 'ungated'
+  | 'bare'
+  | 'stateless'
+  | 'refreshSqlite'
+  | 'refreshMemory'
+  | 'register';
 export type BenchId = 'ceiling' | CoreBenchId | UpstreamBenchId;
 
 export interface SetUpOptions {
@@ -49,7 +58,7 @@ export async function setUp(options: SetUpOptions): Promise<{ benches: Partial<R
     const benches: Partial<Record<BenchId, Bench>> = {
       ceiling: { name: '1. ceiling: bare Fastify GET /', target: await lab.start('ceiling', env), scenario: fixed(bareRoute()) },
     };
-    if (options.wants(['2', '3', '3b', '4', '5', '6a', '6b', '7'])) Object.assign(benches, await coreBenches(lab, env));
+    if (options.wants(['2', '3', '3b', '4', '4b', '5', '6a', '6b', '7'])) Object.assign(benches, await coreBenches(lab, env));
     const tool = options.wants(['8a', '8b', '8c', '8d']);
     const proxy = options.wants(['9a', '9b']);
     if (tool || proxy) Object.assign(benches, await upstreamBenches(lab, { tool, proxy, seconds: options.callSeconds }));
@@ -80,6 +89,8 @@ async function coreBenches(lab: Lab, env: Record<string, string>): Promise<Recor
   const stubSession = await lab.openSession(new URL('/mcp', stubLookup.url), { authorization: `Bearer ${STUB_TOKEN}` });
   const ungated = await lab.start('ungated-mcp', env, accountId);
   const ungatedSession = await lab.openSession(new URL('/mcp', ungated.url));
+  const bare = await lab.start('bare-mcp', env, accountId);
+  const bareSession = await lab.openSession(new URL('/mcp', bare.url));
   const stateless = await lab.start('stateless-mcp', env, accountId);
   const memory = await lab.start('oauth-memory', env);
   const memoryClientId = await registerClient(memory.url);
@@ -94,6 +105,7 @@ async function coreBenches(lab: Lab, env: Record<string, string>): Promise<Recor
     },
     stubLookup: { name: '3b. tools/call, gate with stub lookup', target: stubLookup, scenario: fixed(callWhoami(stubSession)) },
     ungated: { name: '4. tools/call whoami, no gate', target: ungated, scenario: fixed(callWhoami(ungatedSession)) },
+    bare: { name: '4b. … no gate, limits or audit', target: bare, scenario: fixed(callWhoami(bareSession)) },
     stateless: {
       name: '5. tools/call whoami, SDK stateless',
       target: stateless,

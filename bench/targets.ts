@@ -7,9 +7,11 @@ import { corsPolicy } from '../src/cors.ts';
 import { openDatabase, type Storage } from '../src/db/index.ts';
 import { errorHandler } from '../src/error-handler.ts';
 import { loggerOptions } from '../src/logging.ts';
+import { createToolAudit } from '../src/mcp/audit.ts';
 import { createOriginCheck } from '../src/mcp/origin.ts';
 import { mcpRoutes } from '../src/mcp/routes.ts';
 import { createMcpServer } from '../src/mcp/server.ts';
+import { createToolRateLimiter, enforceToolRateLimits } from '../src/mcp/tool-limits.ts';
 import { createAdapterFactory } from '../src/oauth/adapter.ts';
 import { loadSigningKeys } from '../src/oauth/keys.ts';
 import { accountFinder, createProvider } from '../src/oauth/provider.ts';
@@ -22,7 +24,15 @@ import { createVault, type Vault } from '../src/upstream/vault.ts';
 import { statelessMcpRoutes, ungatedMcpRoutes } from './mcp-apps.ts';
 import { createMemoryAdapterFactory, describeRefreshToken, mintRefreshTokens, type RefreshTokenTemplate } from './refresh-tokens.ts';
 
-export type TargetKind = 'ceiling' | 'gatehouse' | 'stub-lookup-mcp' | 'ungated-mcp' | 'stateless-mcp' | 'oauth-memory' | 'oauth-sqlite';
+export type TargetKind =
+  | 'ceiling'
+  | 'gatehouse'
+  | 'stub-lookup-mcp'
+  | 'ungated-mcp'
+  | 'bare-mcp'
+  | 'stateless-mcp'
+  | 'oauth-memory'
+  | 'oauth-sqlite';
 
 export interface Target {
   app: FastifyInstance;
@@ -77,14 +87,32 @@ function benchProvider(config: Config, storage: Storage, adapter: 'sqlite' | 'me
   });
 }
 
-/** The MCP apps built here serve the same McpServer over the same account store, behind the same CORS and error handling. */
-async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 'stateless'): Promise<FastifyInstance> {
+/**
+ * The tool-call rate limits and audit trail as `buildApp` wires them, on the target's own storage: the
+ * MCP apps that stand for "Gatehouse without the gate" keep them, so only the gate differs.
+ */
+function benchToolGuards(config: Config, storage: Storage) {
+  const audit = createToolAudit(storage.sqlite, storage.commits, { retentionDays: config.auditRetentionDays });
+  const limiter = createToolRateLimiter(storage.sqlite, storage.commits, config.toolRateLimits);
+  return { onToolCall: audit.recordCall, beforeToolCall: enforceToolRateLimits(limiter, audit.recordRateLimited) };
+}
+
+const upstreamChallenge = () => 'Bearer error="invalid_token"';
+
+/**
+ * The MCP apps built here serve the same McpServer over the same account store, behind the same CORS
+ * and error handling. `ungated` keeps Gatehouse's rate limits, audit and upstream-outcome handling;
+ * `bare` and `stateless` (the SDK's pattern) have none of them.
+ */
+async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 'bare' | 'stateless'): Promise<FastifyInstance> {
   const storage = openDatabase(config.databasePath);
   const vault = createVault(config.encryptionKeys);
   const accounts = createAccountStore(storage, vault);
   const app = benchFastify(config);
   await gatehouseBasics(app, config);
+  const guards = mode === 'ungated' ? benchToolGuards(config, storage) : undefined;
   const options = {
+    ...(guards ? { beforeToolCall: guards.beforeToolCall, upstreamChallenge } : {}),
     createServer: () =>
       createMcpServer({
         accounts,
@@ -93,6 +121,7 @@ async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 
         scopes: benchScopes,
         apiUrls: benchApiUrls,
         version: '0.1.0',
+        ...(guards ? { onToolCall: guards.onToolCall } : {}),
       }),
     authInfo: {
       token: 'bench',
@@ -102,7 +131,7 @@ async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 
       extra: { accountId, grantId: 'bench-grant' },
     },
   };
-  await app.register(mode === 'ungated' ? ungatedMcpRoutes : statelessMcpRoutes, options);
+  await app.register(mode === 'stateless' ? statelessMcpRoutes : ungatedMcpRoutes, options);
   app.addHook('onClose', async () => storage.close());
   return app;
 }
@@ -125,9 +154,12 @@ async function stubLookupMcpApp(config: Config, accountId: string): Promise<Fast
   };
   const provider = { AccessToken: { find: async () => token } } as unknown as Provider;
   const isAllowedOrigin = createOriginCheck(config.publicUrl, config.mcpAllowedOrigins);
+  const guards = benchToolGuards(config, storage);
   const app = benchFastify(config);
   await gatehouseBasics(app, config);
   await app.register(mcpRoutes, {
+    beforeToolCall: guards.beforeToolCall,
+    requiredScope: benchScopes.requiredScope,
     bearer: {
       provider,
       resourceUrl: config.resourceUrl,
@@ -145,6 +177,7 @@ async function stubLookupMcpApp(config: Config, accountId: string): Promise<Fast
         scopes: benchScopes,
         apiUrls: benchApiUrls,
         version: '0.1.0',
+        onToolCall: guards.onToolCall,
       }),
   });
   app.addHook('onClose', async () => storage.close());
@@ -190,6 +223,8 @@ export async function buildTarget(kind: TargetKind, config: Config, accountId: s
       return { app: await stubLookupMcpApp(config, accountId), port: 0 };
     case 'ungated-mcp':
       return { app: await benchMcpApp(config, accountId, 'ungated'), port: 0 };
+    case 'bare-mcp':
+      return { app: await benchMcpApp(config, accountId, 'bare'), port: 0 };
     case 'stateless-mcp':
       return { app: await benchMcpApp(config, accountId, 'stateless'), port: 0 };
     case 'oauth-memory':
