@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { AccountStore, LinkedAccount } from '../upstream/accounts.ts';
 import type { Grants } from '../upstream/grants.ts';
-import { upstreamFetch } from '../upstream/http.ts';
+import { upstreamGet } from '../upstream/http.ts';
 import { UpstreamGrantError, type UpstreamProvider } from '../upstream/types.ts';
 import { withUpstreamTokens } from '../upstream/upstream-call.ts';
 import { accountIdOf } from './context.ts';
@@ -19,11 +19,11 @@ export class ToolError extends Error {
 export interface UpstreamHandle {
   readonly connection: LinkedAccount;
   /**
-   * `fetch` with the caller's fresh upstream bearer, Gatehouse's User-Agent and a timeout. A 401 gets
+   * A GET with the caller's fresh upstream bearer, Gatehouse's User-Agent and a timeout. A 401 gets
    * one refresh and one retry; then the grant is retired and the call fails terminally (reconnect).
    * Network failures and timeouts become a retryable `ToolError`. The token never leaves this call.
    */
-  fetch(url: string | URL, init?: RequestInit): Promise<Response>;
+  fetch(url: string | URL, init?: { headers?: Record<string, string> }): Promise<Response>;
   /** The fresh upstream access token itself, for forwarding to a backend MCP server (proxy mode) only. */
   accessToken(): Promise<string>;
   /**
@@ -96,11 +96,10 @@ export function createToolContext(deps: ToolContextDeps, authInfo: AuthInfo | un
         connection,
         fetch: (url, init = {}) =>
           withUpstreamTokens(deps.grants, accountId, connection.id, async (tokens) => {
-            const headers = new Headers(init.headers);
-            headers.set('authorization', `Bearer ${tokens.accessToken}`);
+            const headers = { ...init.headers, authorization: `Bearer ${tokens.accessToken}` };
             let response: Response;
             try {
-              response = await upstreamFetch(label, url, { ...init, headers });
+              response = await upstreamGet(label, new URL(url), headers);
             } catch (error) {
               if (error instanceof UpstreamGrantError) throw new ToolError(`${error.message}. Try again in a moment.`);
               throw error;

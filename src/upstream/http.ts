@@ -1,3 +1,5 @@
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { UpstreamGrantError } from './types.ts';
 
 /** Every upstream call ends within this (DESIGN.md: about 10 s), so a slow IdP never hangs a request. */
@@ -26,4 +28,57 @@ export async function upstreamFetch(
     const timedOut = cause instanceof Error && (cause.name === 'TimeoutError' || cause.name === 'AbortError');
     throw new UpstreamGrantError('transient', `${label} ${timedOut ? 'did not answer in time' : 'could not be reached'}`);
   }
+}
+
+/** Kept-alive sockets to the upstream APIs tools call: a new TLS handshake per tool call would cost more than the call. */
+const apiAgents = { 'http:': new HttpAgent({ keepAlive: true }), 'https:': new HttpsAgent({ keepAlive: true }) };
+/** An API answer larger than this is refused rather than held in memory (a calendar page is a few hundred KB at most). */
+const MAX_API_ANSWER_BYTES = 16 * 1024 * 1024;
+
+/**
+ * A GET to an upstream API (the tools' calls) on Node's HTTP client with kept-alive sockets, answered as
+ * a `Response` once the whole body is in: undici's `fetch` cost more CPU than the rest of a tool call
+ * (bench profile). Same contract as `upstreamFetch`: Gatehouse's User-Agent, no redirects followed, and
+ * a transient `UpstreamGrantError` naming only the upstream when it cannot be reached, answers too
+ * much, or does not finish within the timeout.
+ */
+export function upstreamGet(label: string, url: URL, headers: Record<string, string>, timeoutMs = UPSTREAM_TIMEOUT_MS): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const agent = url.protocol === 'https:' ? apiAgents['https:'] : apiAgents['http:'];
+    const request = send(url, { method: 'GET', headers: { ...headers, 'user-agent': USER_AGENT }, agent });
+    let settled = false;
+    const settle = (answer: Response | undefined, reason?: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (answer) return resolve(answer);
+      reject(new UpstreamGrantError('transient', `${label} ${reason}`));
+      request.destroy();
+    };
+    const timer = setTimeout(() => settle(undefined, 'did not answer in time'), timeoutMs);
+    // No retry on a reset kept-alive socket: the upstream may have dropped this very request, and the
+    // tool's answer then says to try again (Node drops idle sockets before a server's Keep-Alive timeout).
+    request.on('error', () => settle(undefined, 'could not be reached'));
+    request.on('response', (response) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      response.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > MAX_API_ANSWER_BYTES) return settle(undefined, 'sent an answer too large to read');
+        chunks.push(chunk);
+      });
+      response.on('error', () => settle(undefined, 'could not be reached'));
+      response.on('close', () => settle(undefined, 'could not be reached')); // a no-op after 'end' settled
+      response.on('end', () => {
+        const status = response.statusCode ?? 502;
+        const bodyless = status === 204 || status === 205 || status === 304;
+        const answerHeaders = new Headers();
+        for (const [name, value] of Object.entries(response.headers))
+          for (const item of Array.isArray(value) ? value : [value]) if (item !== undefined) answerHeaders.append(name, item);
+        settle(new Response(bodyless ? null : Buffer.concat(chunks, size), { status, headers: answerHeaders }));
+      });
+    });
+    request.end();
+  });
 }
