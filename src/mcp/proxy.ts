@@ -6,7 +6,6 @@ import {
   type OutgoingHttpHeaders,
 } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { pipeline } from 'node:stream/promises';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -272,8 +271,19 @@ export function createBackendProxy(options: BackendProxyOptions): McpSessions {
       const res = hijackReply(reply);
       res.writeHead(status, pickHeaders(response.headers, RESPONSE_HEADERS));
       if (String(response.headers['content-type']).startsWith('text/event-stream')) res.flushHeaders(); // the client learns the stream is open now
-      // Either side ending early destroys the other: a client that leaves aborts the backend stream and vice versa.
-      await pipeline(response, res).catch(() => undefined);
+      // Either side ending early destroys the other: a client that leaves aborts the backend stream and vice
+      // versa. Piped by hand: stream.pipeline aborts an AbortController of its own at the end of every
+      // response, and the DOMException that makes cost more than the piping (bench profile).
+      await new Promise<void>((resolve) => {
+        res.once('close', () => {
+          if (!response.complete) response.destroy();
+          resolve();
+        });
+        response.once('close', () => {
+          if (!response.complete) res.destroy();
+        });
+        response.pipe(res);
+      });
     },
     async closeAll() {
       clearInterval(sweep);
