@@ -4,6 +4,7 @@ import {
   type IncomingHttpHeaders,
   type IncomingMessage,
   type OutgoingHttpHeaders,
+  type ServerResponse,
 } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
@@ -142,6 +143,35 @@ export function keepRawJsonBodies(app: FastifyInstance): void {
   });
 }
 
+/**
+ * Streams the backend's answer to the client as it arrives, with backpressure. Either side ending early
+ * destroys the other: a client that leaves aborts the backend stream and vice versa. Each chunk is
+ * written corked until the next tick, so a last chunk and the end that arrive together leave in one
+ * write (a socket write costs more than anything else a proxied call does). Not stream.pipeline: it
+ * aborts an AbortController of its own after every response, and the DOMException that builds cost
+ * more than the piping (bench profile).
+ */
+function forward(response: IncomingMessage, res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    res.once('close', () => {
+      if (!response.complete) response.destroy();
+      resolve();
+    });
+    response.once('close', () => {
+      if (!response.complete) res.destroy();
+    });
+    res.on('drain', () => response.resume());
+    response.on('data', (chunk: Buffer) => {
+      if (!res.writableCorked) {
+        res.cork();
+        process.nextTick(() => res.uncork());
+      }
+      if (!res.write(chunk)) response.pause();
+    });
+    response.once('end', () => res.end());
+  });
+}
+
 interface Binding {
   accountId: string;
   clientId: string;
@@ -270,20 +300,9 @@ export function createBackendProxy(options: BackendProxyOptions): McpSessions {
       }
       const res = hijackReply(reply);
       res.writeHead(status, pickHeaders(response.headers, RESPONSE_HEADERS));
-      if (String(response.headers['content-type']).startsWith('text/event-stream')) res.flushHeaders(); // the client learns the stream is open now
-      // Either side ending early destroys the other: a client that leaves aborts the backend stream and vice
-      // versa. Piped by hand: stream.pipeline aborts an AbortController of its own at the end of every
-      // response, and the DOMException that makes cost more than the piping (bench profile).
-      await new Promise<void>((resolve) => {
-        res.once('close', () => {
-          if (!response.complete) response.destroy();
-          resolve();
-        });
-        response.once('close', () => {
-          if (!response.complete) res.destroy();
-        });
-        response.pipe(res);
-      });
+      // A GET stream may stay quiet for long: the client learns it is open now. A POST's headers go with its answer.
+      if (request.method === 'GET') res.flushHeaders();
+      await forward(response, res);
     },
     async closeAll() {
       clearInterval(sweep);
