@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
-import type { AccountStore, LinkedAccount } from '../upstream/accounts.ts';
+import type { Account, AccountStore, LinkedAccount } from '../upstream/accounts.ts';
 import type { Grants } from '../upstream/grants.ts';
 import { upstreamGet } from '../upstream/http.ts';
 import { UpstreamGrantError, type UpstreamProvider } from '../upstream/types.ts';
@@ -36,6 +36,8 @@ export interface UpstreamHandle {
 /** What every tool call knows: who calls, through which client, with which scopes, and their upstream accounts. */
 export interface ToolContext {
   readonly accountId: string;
+  /** The caller's account as the call began (read once per call), or undefined when it no longer exists. */
+  readonly account: Account | undefined;
   readonly clientId: string;
   readonly scopes: readonly string[];
   /** HTTP statuses of the upstream API calls made so far (for the audit log). */
@@ -72,12 +74,14 @@ export function runWithToolContext<T>(context: ToolContext, run: () => Promise<T
 /** Builds the context of one tool call from the AuthInfo the bearer gate attached to the request. */
 export function createToolContext(deps: ToolContextDeps, authInfo: AuthInfo | undefined): ToolContext {
   const accountId = accountIdOf(authInfo);
-  const linked = deps.accounts.findAccount(accountId)?.upstream ?? [];
+  const account = deps.accounts.findAccount(accountId);
+  const linked = account?.upstream ?? [];
   const connections = (provider: string) => linked.filter((connection) => connection.provider === provider);
   const upstreamStatuses: number[] = [];
 
   return {
     accountId,
+    account,
     clientId: authInfo?.clientId ?? '',
     scopes: authInfo?.scopes ?? [],
     upstreamStatuses,

@@ -46,7 +46,7 @@ export function registerIdentityTools(server: McpServer, deps: ToolRunnerDeps): 
       annotations: { readOnlyHint: true, openWorldHint: true },
     },
     toolHandler(deps, 'whoami', async (_args, context) => {
-      const account = deps.accounts.findAccount(context.accountId);
+      const { account } = context;
       if (!account)
         return { isError: true, content: [{ type: 'text', text: 'Your Gatehouse account no longer exists. Reconnect to sign in again.' }] };
       const identities = await Promise.all(account.upstream.map((linked) => lookUp(context, linked)));
@@ -79,7 +79,7 @@ export function registerIdentityTools(server: McpServer, deps: ToolRunnerDeps): 
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
     toolHandler(deps, 'list_connections', async (_args, context) => {
-      const linked = deps.accounts.findAccount(context.accountId)?.upstream ?? [];
+      const linked = context.account?.upstream ?? [];
       const connections = linked.map((connection) => ({
         account: connection.id,
         provider: connection.provider,
