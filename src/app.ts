@@ -129,6 +129,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   purge.unref();
   app.addHook('onClose', async () => {
     clearInterval(purge);
+    limiter.close(); // writes the rate-limit state and audit rows still held in memory
+    audit.close();
     storage.close();
   });
   return app;

@@ -131,10 +131,11 @@ describe('proxy mode: /mcp forwarded to a backend MCP server with the caller’s
     await ada.client.callTool(ECHO);
     const db = new Database(gatehouse.databasePath, { readonly: true, fileMustExist: true });
     try {
-      const rows = db
-        .prepare("SELECT tool, decision, outcome, upstream_status AS upstreamStatus FROM tool_audit WHERE tool = 'echo_bearer'")
-        .all();
-      expect(rows).toContainEqual({ tool: 'echo_bearer', decision: 'allowed', outcome: 'ok', upstreamStatus: 200 });
+      const rows = db.prepare(
+        "SELECT tool, decision, outcome, upstream_status AS upstreamStatus FROM tool_audit WHERE tool = 'echo_bearer'",
+      );
+      // Audit rows are written every 100 ms (FLUSH_MS).
+      await expect.poll(() => rows.all()).toContainEqual({ tool: 'echo_bearer', decision: 'allowed', outcome: 'ok', upstreamStatus: 200 });
     } finally {
       db.close();
     }

@@ -151,9 +151,10 @@ describe('tool-call rate limits and audit (issue 4)', () => {
     expect(failed.status).toBe(200);
     expect((await failed.json()).result.isError).toBe(true);
     secrets.push(baseToken, googleToken);
-    await new Promise((resolve) => setTimeout(resolve, 20)); // audit rows commit with the next batch, ~1 ms later
-
     const db = new Database(gatehouse.databasePath, { readonly: true });
+    // Audit rows are written every 100 ms (FLUSH_MS): wait for the last call's.
+    const lastCall = db.prepare("SELECT count(*) FROM tool_audit WHERE tool = 'google_calendar_list_events' AND decision = 'allowed'");
+    await expect.poll(() => lastCall.pluck().get()).toBe(1);
     const rows = db
       .prepare(
         `SELECT a.email, t.tool, t.decision, t.outcome, t.upstream_status AS upstreamStatus, t.duration_ms AS durationMs
