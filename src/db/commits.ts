@@ -31,8 +31,18 @@ export interface Commits {
 
 /** How long a batch stays open for more writes; it is also the most a token response waits for it. */
 const BATCH_WINDOW_MS = 1;
+/**
+ * WAL pages after which a commit also checkpoints them into the database file (SQLite's default is
+ * 1000). The checkpoint runs inside that COMMIT, on the event loop, writing each distinct page once
+ * and fsyncing both files: a longer WAL holds several versions of the index pages every token write
+ * touches, so fewer pages are written per token and the two fsyncs come a quarter as often. The WAL
+ * file grows to about 16 MB under load and is reused from its start after each checkpoint, as before.
+ */
+const CHECKPOINT_AFTER_PAGES = 4000;
 
 export function createCommits(sqlite: Database.Database): Commits {
+  // Durability is untouched: each commit still fsyncs the WAL (synchronous=FULL) before it is acknowledged.
+  sqlite.pragma(`wal_autocheckpoint = ${CHECKPOINT_AFTER_PAGES}`);
   let batch: { done: Promise<void>; settle(error?: unknown): void; eventual: boolean; timer: NodeJS.Timeout } | undefined;
 
   const flush = (): void => {

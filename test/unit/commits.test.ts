@@ -101,6 +101,12 @@ describe('group commit with acknowledgement deferred to the response', () => {
     expect(count(reader)).toBe(4);
   });
 
+  it('checkpoints the WAL every 4000 pages rather than every 1000, so token writes rewrite index pages there instead of in the file', () => {
+    const { writer } = database();
+    createCommits(writer);
+    expect(writer.pragma('wal_autocheckpoint', { simple: true })).toBe(4000);
+  });
+
   it('resolves durable() at once when nothing is pending', async () => {
     const { writer } = database();
     await expect(createCommits(writer).durable()).resolves.toBeUndefined();
