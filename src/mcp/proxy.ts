@@ -175,6 +175,8 @@ function forward(response: IncomingMessage, res: ServerResponse): Promise<void> 
 interface Binding {
   accountId: string;
   clientId: string;
+  /** The upstream account whose token this session's requests carry, chosen when it opened. */
+  connectionId: string;
   lastSeen: number;
 }
 
@@ -207,10 +209,10 @@ export function createBackendProxy(options: BackendProxyOptions): McpSessions {
   sweep.unref();
 
   /** One token holder cannot crowd out everyone's bindings: its oldest gives way (the backend expires the session itself). */
-  const bind = (sessionId: string, accountId: string, clientId: string): void => {
-    const own = [...bindings].filter(([, binding]) => binding.accountId === accountId);
+  const bind = (sessionId: string, binding: Omit<Binding, 'lastSeen'>): void => {
+    const own = [...bindings].filter(([, other]) => other.accountId === binding.accountId);
     if (own.length >= maxPerAccount) bindings.delete(own.reduce((a, b) => (a[1].lastSeen <= b[1].lastSeen ? a : b))[0]);
-    bindings.set(sessionId, { accountId, clientId, lastSeen: Date.now() });
+    bindings.set(sessionId, { ...binding, lastSeen: Date.now() });
   };
 
   const connectionOf = (accountId: string): LinkedAccount => {
@@ -238,15 +240,20 @@ export function createBackendProxy(options: BackendProxyOptions): McpSessions {
     async handle(request, reply, auth: AuthInfo) {
       const accountId = accountIdOf(auth);
       const sessionId = request.headers['mcp-session-id'];
+      let connectionId: string;
       if (typeof sessionId === 'string') {
         const binding = bindings.get(sessionId);
         // Awaited: a reply merely sent may still sit in an onSend hook, and an async handler resolving meanwhile would send twice.
         if (binding?.accountId !== accountId || binding.clientId !== auth.clientId) return await reply.code(404).send(notFound);
         binding.lastSeen = Date.now();
-      } else if (request.method === 'POST' && isInitializeRequest(request.body) && bindings.size >= maxSessions) {
-        throw new OAuthError('temporarily_unavailable', 'too many open MCP sessions, retry later', 503, { 'retry-after': '30' });
+        // The session keeps the upstream account it opened with (no account read per request); if that
+        // grant dies or is disconnected, its token load fails terminally and the client re-authorizes.
+        connectionId = binding.connectionId;
+      } else {
+        if (request.method === 'POST' && isInitializeRequest(request.body) && bindings.size >= maxSessions)
+          throw new OAuthError('temporarily_unavailable', 'too many open MCP sessions, retry later', 503, { 'retry-after': '30' });
+        connectionId = connectionOf(accountId).id;
       }
-      const connection = connectionOf(accountId);
 
       // The client left (its 'close' before the response finished): the backend request goes too.
       const gone = new AbortController();
@@ -268,7 +275,7 @@ export function createBackendProxy(options: BackendProxyOptions): McpSessions {
 
       let response: IncomingMessage;
       try {
-        response = await withUpstreamTokens(grants, accountId, connection.id, async (tokens) => {
+        response = await withUpstreamTokens(grants, accountId, connectionId, async (tokens) => {
           const init = {
             method: request.method,
             headers: { ...headers, authorization: `Bearer ${tokens.accessToken}` },
@@ -296,7 +303,7 @@ export function createBackendProxy(options: BackendProxyOptions): McpSessions {
       if (typeof sessionId === 'string') {
         if (status === 404 || (request.method === 'DELETE' && status < 300)) bindings.delete(sessionId);
       } else if (typeof opened === 'string' && status < 300) {
-        bind(opened, accountId, auth.clientId);
+        bind(opened, { accountId, clientId: auth.clientId, connectionId });
       }
       const res = hijackReply(reply);
       res.writeHead(status, pickHeaders(response.headers, RESPONSE_HEADERS));
