@@ -62,7 +62,7 @@ export class SessionTransport implements Transport {
     if (req.method === 'GET') return this.#openStream(req, res);
     if (req.method === 'DELETE') {
       if (!this.#sessionMatches(req, res)) return;
-      res.writeHead(200).end();
+      res.writeHead(200, { 'content-length': 0 }).end();
       return this.close();
     }
     res.writeHead(405, { allow: 'GET, POST, DELETE', 'content-type': 'application/json' });
@@ -100,7 +100,7 @@ export class SessionTransport implements Transport {
     const extra = { authInfo, requestInfo: { headers: req.headers } };
     if (ids.length === 0) {
       // Only notifications and responses: accepted, nothing to answer.
-      res.writeHead(202).end();
+      res.writeHead(202, { 'content-length': 0 }).end();
       for (const message of messages) this.onmessage?.(message, extra);
       return;
     }
@@ -178,7 +178,13 @@ export class SessionTransport implements Transport {
     if (res.writableEnded || res.destroyed) return;
     const body = ids.length === 1 ? JSON.stringify(answers.get(ids[0] as RequestId)) : JSON.stringify(ids.map((id) => answers.get(id)));
     const outcome = this.#options.answerStatus?.(authInfo);
-    res.writeHead(outcome?.status ?? 200, { ...outcome?.headers, 'content-type': 'application/json', 'mcp-session-id': this.sessionId });
+    // With the length given, the answer goes out in one piece, not chunked (writeHead fixes the headers before end sees the body).
+    res.writeHead(outcome?.status ?? 200, {
+      ...outcome?.headers,
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      'mcp-session-id': this.sessionId,
+    });
     res.end(body);
   }
 
@@ -200,6 +206,7 @@ export class SessionTransport implements Transport {
 const errorBody = (code: number, message: string): string => JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null });
 
 function reject(res: ServerResponse, status: number, code: number, message: string): undefined {
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(errorBody(code, message));
+  const body = errorBody(code, message);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
 }

@@ -122,6 +122,8 @@ describe('the session transport (MCP Streamable HTTP, JSON answers)', () => {
     const batch = await post(session?.url as string, headers, [call(10, 'a'), call(11, 'b')]);
     expect(batch.status).toBe(200);
     const answers = (await batch.json()) as { id: number; result: { content: { text: string }[] } }[];
+    expect(batch.headers.get('transfer-encoding')).toBeNull(); // sent with its length, in one piece
+    expect(Number(batch.headers.get('content-length'))).toBeGreaterThan(0);
     expect(answers.map((answer) => [answer.id, answer.result.content[0]?.text])).toEqual([
       [10, 'a for account-1'],
       [11, 'b for account-1'],
