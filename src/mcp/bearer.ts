@@ -16,9 +16,9 @@ export interface BearerOptions {
    */
   challengeScopes?: readonly string[];
   /**
-   * Whether an access token's row still exists and has not expired: one covering-index read. With it,
-   * a token verified once is not decoded again, but revocation (which deletes the row) still takes
-   * effect on the very next request, in every process sharing the database.
+   * Whether an access token's row still exists: one covering-index read. With it, a token verified
+   * once is not decoded again, but revocation (which deletes the row) still takes effect on the very
+   * next request, in every process sharing the database. Expiry is checked here, against the verified `exp`.
    */
   tokenExists?(token: string): boolean;
 }

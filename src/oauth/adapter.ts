@@ -175,12 +175,14 @@ export function createAdapterFactory(
 }
 
 /**
- * Whether an access token's row exists and has not expired, without decoding it: the bearer gate's
- * check for tokens it has already verified once (revocation and grant revocation delete the row).
+ * Whether an access token's row still exists, without decoding it: the bearer gate's check for tokens
+ * it has already verified once (revocation and grant revocation delete the row). Expiry is the
+ * caller's to check, against the `exp` it verified: leaving it out of the query makes the read one
+ * covering-index lookup, with no visit to the row itself.
  */
 export function accessTokenExistence(sqlite: Database.Database): (token: string) => boolean {
-  const statement = sqlite.prepare<[string, number], { found: number }>(
-    "SELECT 1 AS found FROM oidc_models WHERE model = 'AccessToken' AND id_hash = ? AND (expires_at IS NULL OR expires_at > ?)",
+  const statement = sqlite.prepare<[string], { found: number }>(
+    "SELECT 1 AS found FROM oidc_models WHERE model = 'AccessToken' AND id_hash = ?",
   );
   // The gate asks about the same few tokens on every request: remember their hashes (bounded, oldest
   // out first) rather than hash each time, which cost about as much as the indexed read itself.
@@ -192,7 +194,7 @@ export function accessTokenExistence(sqlite: Database.Database): (token: string)
       hash = sha256(token);
       hashes.set(token, hash);
     }
-    return statement.get(hash, nowSeconds()) !== undefined;
+    return statement.get(hash) !== undefined;
   };
 }
 

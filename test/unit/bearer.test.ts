@@ -135,6 +135,24 @@ describe('verifyBearer', () => {
     expect(error?.status).toBe(401);
   });
 
+  it('refuses a token it verified before once its exp has passed, though its row is not purged yet', async () => {
+    const gate = { ...options, tokenExists: accessTokenExistence(storage.sqlite) };
+    const token = await mint(config.resourceUrl);
+    await storage.commits.durable();
+    expect((await verifyBearer(`Bearer ${token}`, gate)).extra).toMatchObject({ accountId: 'account-1' });
+    vi.useFakeTimers({ now: Date.now() + (config.accessTokenTtl + 1) * 1000, toFake: ['Date'] });
+    try {
+      expect(gate.tokenExists(token)).toBe(true); // the row is still there: only the gate's exp check refuses it
+      const error = await verifyBearer(`Bearer ${token}`, gate).then(
+        () => undefined,
+        (thrown: unknown) => thrown as OAuthError,
+      );
+      expect(error?.status).toBe(401);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('answers 403 insufficient_scope for a token without the required scope', async () => {
     const error = await rejection(`Bearer ${await mint(config.resourceUrl, '')}`);
     expect(error.status).toBe(403);
