@@ -2,6 +2,7 @@ import type { AdapterFactory, Configuration, FindAccount, KoaContextWithOIDC } f
 import { errors, Provider } from 'oidc-provider';
 import type { Config } from '../config.ts';
 import type { SigningJwks } from './keys.ts';
+import { clientScope } from './registration-policy.ts';
 import type { ScopePolicy } from './scopes.ts';
 
 export interface ProviderOptions {
@@ -60,6 +61,23 @@ export function createProvider(options: ProviderOptions): Provider {
     claims: { openid: ['sub'], email: ['email'], profile: ['name'] },
     responseTypes: ['code'],
     clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post'],
+    extraClientMetadata: {
+      // RFC 7591 §2 fields oidc-provider does not know: kept, so a registration echoes them back.
+      properties: ['software_id', 'software_version'],
+      // This validator is oidc-provider's one hook into a client's metadata before its own checks, for
+      // every client: registered, stored, or read from a Client ID Metadata Document. The scope policy of
+      // registration (`clientScope`) is applied here for the documents, which no route of ours sees: a
+      // document listing scopes Gatehouse does not have ("offline_access") was refused, and one listing
+      // only "mcp" could never step up to a tool family.
+      validator(_ctx, key, value, metadata) {
+        if (value !== undefined && (typeof value !== 'string' || value.length > 200))
+          throw new errors.InvalidClientMetadata(`${key} must be a string of at most 200 characters`);
+        if (key !== 'software_id' || typeof metadata.scope !== 'string') return;
+        const scope = clientScope(metadata.scope, options.scopes.names);
+        if (scope) metadata.scope = scope;
+        else delete metadata.scope;
+      },
+    },
     clientDefaults: {
       grant_types: ['authorization_code', 'refresh_token'],
       id_token_signed_response_alg: 'ES256',

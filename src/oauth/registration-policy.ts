@@ -25,6 +25,8 @@ const STRING_FIELDS: Readonly<Record<string, number>> = {
   policy_uri: MAX_URI,
   tos_uri: MAX_URI,
   scope: MAX_URI,
+  software_id: 200,
+  software_version: 200,
   application_type: MAX_URI,
   token_endpoint_auth_method: MAX_URI,
 };
@@ -95,6 +97,19 @@ function kindOrUndefined(uri: string): RedirectUriKind | undefined {
 }
 
 /**
+ * The `scope` a client is kept with, given the one its metadata names (registration or metadata
+ * document), or undefined for none. A client naming any scope of ours gets all of them: oidc-provider
+ * refuses a scope outside the client's at /authorize, so a client registered for "mcp" (the SDK
+ * registers the 401 challenge's scope) could never step up to a tool family (MCP 2025-11-25). What a
+ * token gets is decided per authorization, with the user's consent. A client naming none of ours
+ * (Claude.ai: "claudeai"; documents listing "offline_access") gets no restriction, rather than being
+ * refused for scopes Gatehouse does not have.
+ */
+export function clientScope(scope: string, supportedScopes: readonly string[]): string | undefined {
+  return scope.split(/\s+/).some((name) => supportedScopes.includes(name)) ? supportedScopes.join(' ') : undefined;
+}
+
+/**
  * Checks a Dynamic Client Registration body (RFC 7591) against Gatehouse's client policy and returns
  * the body to hand to oidc-provider: only known fields, unknown scopes dropped, redirect URIs
  * all-or-nothing, and `application_type: 'native'` wherever oidc-provider needs it to match them.
@@ -124,12 +139,9 @@ export function sanitizeRegistration(body: unknown, policy: RegistrationPolicy):
 
   const redirectUris = checkRedirectUris(input.redirect_uris);
 
-  // A client naming any scope of ours is registered for all of them: oidc-provider refuses a scope outside
-  // the registered ones at /authorize, so a client registered for "mcp" (the SDK registers the 401
-  // challenge's scope) could never step up to a tool family (MCP 2025-11-25). What a token gets is decided
-  // per authorization, with the user's consent. Scopes of their own (Claude.ai: "claudeai") are dropped.
   if (typeof out.scope === 'string') {
-    if (out.scope.split(/\s+/).some((scope) => policy.supportedScopes.includes(scope))) out.scope = policy.supportedScopes.join(' ');
+    const scope = clientScope(out.scope, policy.supportedScopes);
+    if (scope) out.scope = scope;
     else delete out.scope;
   }
 

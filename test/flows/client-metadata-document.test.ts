@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startFakeOidc } from '../support/fake-oidc.ts';
+import { federationEnv, GOOGLE_CLIENT } from '../support/federation.ts';
 import { startGatehouse, type TestGatehouse } from '../support/gatehouse.ts';
 import { type HttpsHost, startHttpsHost } from '../support/https-host.ts';
 import { connectWithLogin, TestOAuthClient } from '../support/mcp-client.ts';
@@ -35,6 +37,37 @@ describe('Client ID Metadata Documents (URL client_ids)', () => {
     expect(result.structuredContent).toMatchObject({ identities: [{ email: 'cimd@example.com' }] });
     expect(host.hits('/oauth/client.json')).toBeGreaterThanOrEqual(1);
     await client.close();
+  });
+
+  it.each([
+    ['scopes Gatehouse does not have', 'read write offline_access'],
+    ['only the base scope', 'mcp'],
+  ])('signs in a client whose document names %s, as registration does', async (_name, scope) => {
+    const clientId = `${host.origin}/oauth/scoped-${scope.length}.json`;
+    host.serve(`/oauth/scoped-${scope.length}.json`, { client_id: clientId, ...metadata, scope });
+    const oauth = new TestOAuthClient({ ...metadata, scope }, clientId);
+    const { client } = await connectWithLogin(gatehouse.url, { oauth, user: { email: 'scoped@example.com', name: 'Scoped' } });
+    expect((await client.callTool({ name: 'whoami', arguments: {} })).structuredContent).toMatchObject({
+      identities: [{ email: 'scoped@example.com' }],
+    });
+    await client.close();
+  });
+
+  it('lets a client whose document names only "mcp" ask for a tool family too (step-up), as registration does', async () => {
+    const google = await startFakeOidc({ shape: 'google', clientId: GOOGLE_CLIENT.id, clientSecret: GOOGLE_CLIENT.secret });
+    const withGoogle = await startGatehouse(federationEnv({ google }), { dangerouslyFetchClientMetadata: host.fetch });
+    try {
+      const clientId = `${host.origin}/oauth/base-only.json`;
+      host.serve('/oauth/base-only.json', { client_id: clientId, ...metadata, scope: 'mcp' });
+      const ask = (scope: string) => fetch(authorizationRequest(withGoogle.url, { clientId, scope }).url, { redirect: 'manual' });
+      // The consent interaction, not invalid_scope: the document's "mcp" stands for every scope of Gatehouse's.
+      const stepUp = await ask('mcp google.calendar');
+      expect(stepUp.status).toBe(303);
+      expect(stepUp.headers.get('location')).toMatch(/^\/interaction\//);
+    } finally {
+      await withGoogle.close();
+      await google.close();
+    }
   });
 
   it('refuses a document whose client_id differs from its URL', async () => {

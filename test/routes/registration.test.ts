@@ -65,6 +65,8 @@ describe('POST /register accepts what MCP clients send (RFC 7591 §3.2.1)', () =
       policy_uri: 'https://app.example.com/policy',
       tos_uri: 'https://app.example.com/tos',
       contacts: ['ops@example.com'],
+      software_id: 'everything-client',
+      software_version: '2.0.1',
     };
     const response = await register(t, body);
     expect(response.statusCode).toBe(201);

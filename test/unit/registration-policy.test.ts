@@ -199,8 +199,16 @@ describe('sanitizeRegistration: metadata types and sizes (RFC 7591 §3.2.2 inval
   });
 
   it('drops unknown fields instead of echoing them or failing', () => {
-    const out = register({ ...base, client_id: 'chosen-by-client', client_secret: 's', jwks: {}, software_id: 'x', extra: { a: 1 } });
+    const out = register({ ...base, client_id: 'chosen-by-client', client_secret: 's', jwks: {}, extra: { a: 1 } });
     expect(Object.keys(out).sort()).toEqual(['client_name', 'redirect_uris']);
+  });
+
+  it('keeps software_id and software_version (RFC 7591 §2), capped at 200 characters', () => {
+    expect(register({ ...base, software_id: 'vscode', software_version: '1.106' })).toMatchObject({
+      software_id: 'vscode',
+      software_version: '1.106',
+    });
+    expect(() => register({ ...base, software_id: 'x'.repeat(201) })).toThrow(/software_id must be at most 200 characters/);
   });
 
   it('treats null optional fields as absent', () => {
