@@ -128,7 +128,7 @@ export class SessionTransport implements Transport {
     });
     res.flushHeaders();
     // A comment frame keeps proxies and idle timeouts from closing a quiet stream.
-    const keepAlive = setInterval(() => res.write(': keepalive\n\n'), this.#options.keepAliveMs ?? DEFAULT_SSE_KEEP_ALIVE_MS);
+    const keepAlive = setInterval(() => writeEvent(res, ': keepalive\n\n'), this.#options.keepAliveMs ?? DEFAULT_SSE_KEEP_ALIVE_MS);
     keepAlive.unref();
     const stream = { res, keepAlive };
     this.#stream = stream;
@@ -171,7 +171,7 @@ export class SessionTransport implements Transport {
     }
     // Notifications and requests about a running request cannot ride a JSON answer (SDK JSON mode drops them too).
     if (options?.relatedRequestId !== undefined) return;
-    this.#stream?.res.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
+    if (this.#stream) writeEvent(this.#stream.res, `event: message\ndata: ${JSON.stringify(message)}\n\n`);
   }
 
   #answer({ res, authInfo, ids, answers }: PendingPost): void {
@@ -201,6 +201,11 @@ export class SessionTransport implements Transport {
     this.#pending.clear();
     this.onclose?.();
   }
+}
+
+/** A stream the client just left is dropped at its 'close'; until then nothing is written to it. */
+function writeEvent(res: ServerResponse, text: string): void {
+  if (!res.writableEnded && !res.destroyed) res.write(text);
 }
 
 const errorBody = (code: number, message: string): string => JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null });
