@@ -1,4 +1,5 @@
 import cors from '@fastify/cors';
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Provider } from 'oidc-provider';
 import { buildApp } from '../src/app.ts';
@@ -12,6 +13,7 @@ import { createOriginCheck } from '../src/mcp/origin.ts';
 import { mcpRoutes } from '../src/mcp/routes.ts';
 import { createMcpServer } from '../src/mcp/server.ts';
 import { createToolRateLimiter, enforceToolRateLimits } from '../src/mcp/tool-limits.ts';
+import type { ToolCallRecord } from '../src/mcp/tool-runner.ts';
 import { createAdapterFactory } from '../src/oauth/adapter.ts';
 import { loadSigningKeys } from '../src/oauth/keys.ts';
 import { accountFinder, createProvider } from '../src/oauth/provider.ts';
@@ -107,22 +109,12 @@ const upstreamChallenge = () => 'Bearer error="invalid_token"';
 async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 'bare' | 'stateless'): Promise<FastifyInstance> {
   const storage = openDatabase(config.databasePath);
   const vault = createVault(config.encryptionKeys);
-  const accounts = createAccountStore(storage, vault);
   const app = benchFastify(config);
   await gatehouseBasics(app, config);
   const guards = mode === 'ungated' ? benchToolGuards(config, storage) : undefined;
   const options = {
     ...(guards ? { beforeToolCall: guards.beforeToolCall, upstreamChallenge } : {}),
-    createServer: () =>
-      createMcpServer({
-        accounts,
-        grants: benchGrants(storage, vault),
-        upstreams: new Map(),
-        scopes: benchScopes,
-        apiUrls: benchApiUrls,
-        version: '0.1.0',
-        ...(guards ? { onToolCall: guards.onToolCall } : {}),
-      }),
+    createServer: benchServer(storage, vault, guards?.onToolCall),
     authInfo: {
       token: 'bench',
       clientId: 'bench-client',
@@ -143,7 +135,6 @@ async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 
 async function stubLookupMcpApp(config: Config, accountId: string): Promise<FastifyInstance> {
   const storage = openDatabase(config.databasePath);
   const vault = createVault(config.encryptionKeys);
-  const accounts = createAccountStore(storage, vault);
   const token = {
     isExpired: false,
     aud: config.resourceUrl,
@@ -169,16 +160,7 @@ async function stubLookupMcpApp(config: Config, accountId: string): Promise<Fast
     issuer: config.publicUrl,
     scopesSupported: benchScopes.names,
     isAllowedOrigin,
-    createServer: () =>
-      createMcpServer({
-        accounts,
-        grants: benchGrants(storage, vault),
-        upstreams: new Map(),
-        scopes: benchScopes,
-        apiUrls: benchApiUrls,
-        version: '0.1.0',
-        onToolCall: guards.onToolCall,
-      }),
+    createServer: benchServer(storage, vault, guards.onToolCall),
   });
   app.addHook('onClose', async () => storage.close());
   return app;
@@ -232,6 +214,22 @@ export async function buildTarget(kind: TargetKind, config: Config, accountId: s
     case 'oauth-sqlite':
       return benchOAuthApp(config, 'sqlite');
   }
+}
+
+/** Builds the McpServer the bench's MCP apps serve, over their own account store, with or without the audit trail. */
+function benchServer(storage: Storage, vault: Vault, onToolCall?: (record: ToolCallRecord) => void): () => McpServer {
+  const accounts = createAccountStore(storage, vault);
+  const grants = benchGrants(storage, vault);
+  return () =>
+    createMcpServer({
+      accounts,
+      grants,
+      upstreams: new Map(),
+      scopes: benchScopes,
+      apiUrls: benchApiUrls,
+      version: '0.1.0',
+      ...(onToolCall ? { onToolCall } : {}),
+    });
 }
 
 /** The bench's users signed in with the demo, whose tokens never need a refresh, so no upstream is called. */
