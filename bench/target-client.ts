@@ -22,6 +22,9 @@ export interface RunningTarget {
 const isFake = (kind: TargetKind | FakeKind): kind is FakeKind => kind.startsWith('fake-');
 
 /** Forks `target-process.ts` (or `fake-process.ts` for a fake upstream) for one target and waits until it listens. */
+/** The longest a child may take to answer one request (minting a pool of refresh tokens takes a few seconds). */
+const CALL_TIMEOUT_MS = 60_000;
+
 export async function startTarget(kind: TargetKind | FakeKind, env: Record<string, string>, accountId = ''): Promise<RunningTarget> {
   const script = new URL(isFake(kind) ? './fake-process.ts' : './target-process.ts', import.meta.url);
   const child: ChildProcess = fork(script, [kind, JSON.stringify({ env, accountId })], {
@@ -58,7 +61,18 @@ export async function startTarget(kind: TargetKind | FakeKind, env: Record<strin
     new Promise<T>((resolve, reject) => {
       if (!child.connected) return reject(new Error(`target ${kind} is gone`));
       const id = nextId++;
-      pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      // A request the child never answers names itself, rather than leaving the run to its overall time limit.
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        reject(new Error(`target ${kind} did not answer '${request.type}' within ${CALL_TIMEOUT_MS / 1000} s`));
+      }, CALL_TIMEOUT_MS);
+      const settle =
+        <A extends unknown[]>(then: (...args: A) => void) =>
+        (...args: A) => {
+          clearTimeout(timer);
+          then(...args);
+        };
+      pending.set(id, { resolve: settle(resolve as (value: unknown) => void), reject: settle(reject) });
       child.send({ id, request });
     });
 
