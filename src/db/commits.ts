@@ -1,11 +1,21 @@
+import { closeSync, fdatasync, fdatasyncSync, fstatSync, openSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type Database from 'better-sqlite3';
 
 /**
  * Group commit with acknowledgement deferred to the response. Writes run at once, inside one batch
  * transaction that commits a millisecond later; a response that depends on them is held until
- * `durable()` resolves. Every write of a token request (consume, new refresh token, new
- * access token) and of every concurrent request then shares one fsync under `synchronous=FULL`,
- * and nothing is acknowledged before it is on disk.
+ * `durable()` resolves, which is once the WAL holding them is on disk. Every write of a token request
+ * (consume, new refresh token, new access token) and of every concurrent request then shares one
+ * fsync, and nothing is acknowledged before it is on disk.
+ *
+ * The fsync runs off the event loop. SQLite's `synchronous=FULL` would fsync the WAL inside COMMIT,
+ * blocking every other request for that long (about 150 µs here, a quarter of a refresh grant). A
+ * batch instead commits with `synchronous=NORMAL` (SQLite writes the WAL frames but does not sync
+ * them) and Gatehouse then fdatasyncs the WAL file on libuv's thread pool, as SQLite itself would
+ * have, before `durable()` resolves. What a crash can lose is unchanged: only commits no response has
+ * acknowledged. Other connections may read a commit before its fsync ends, as a reader under FULL
+ * may; anything they write on top of it is committed after it, to the same WAL, and synced with it.
  */
 export interface Commits {
   /**
@@ -15,19 +25,28 @@ export interface Commits {
   write<T>(write: () => T): T;
   /**
    * Like `write`, for records a crash may lose the latest of (rate-limit state, audit rows): runs now,
-   * in the open batch or a new one, but a batch holding only such records commits without an fsync
-   * (WAL `synchronous=NORMAL` for that commit), so they do not pay one each on the event loop; the
-   * next durable commit's fsync covers them. Nothing waits for them; a `write` joining such a batch
-   * makes it durable as usual.
+   * in the open batch or a new one, but a batch holding only such records is not fsynced, so they do
+   * not pay one each; the next durable commit's fsync covers them. Nothing waits for them; a `write`
+   * joining such a batch makes it durable as usual.
    */
   writeEventually<T>(write: () => T): T;
-  /** Resolves once every write made so far is committed; rejects if that commit failed. */
+  /**
+   * Resolves once every write made so far is committed, and every durable one on disk; rejects if that
+   * commit or fsync failed.
+   */
   durable(): Promise<void>;
-  /** Whether any write is waiting for its commit (lets hot paths skip waiting on nothing). */
+  /** Whether any write is waiting for its commit or its fsync (lets hot paths skip waiting on nothing). */
   pending(): boolean;
-  /** Commits the open batch now (before the connection closes). */
+  /** Commits the open batch now. */
   flush(): void;
+  /** Commits the open batch and syncs the WAL before the connection closes; later writes are not synced. */
+  close(): void;
 }
+
+/** Syncs a file's data to disk, off the event loop (fdatasync, as SQLite does on Linux). */
+export type SyncFile = (fd: number) => Promise<void>;
+
+const syncOffLoop: SyncFile = (fd) => new Promise((resolve, reject) => fdatasync(fd, (error) => (error ? reject(error) : resolve())));
 
 /** How long a batch stays open for more writes; it is also the most a token response waits for it. */
 const BATCH_WINDOW_MS = 1;
@@ -40,10 +59,14 @@ const BATCH_WINDOW_MS = 1;
  */
 const CHECKPOINT_AFTER_PAGES = 4000;
 
-export function createCommits(sqlite: Database.Database): Commits {
-  // Durability is untouched: each commit still fsyncs the WAL (synchronous=FULL) before it is acknowledged.
+export function createCommits(sqlite: Database.Database, syncFile: SyncFile = syncOffLoop): Commits {
   sqlite.pragma(`wal_autocheckpoint = ${CHECKPOINT_AFTER_PAGES}`);
+  // Without a WAL (an in-memory database) SQLite's own commit is all the durability there is.
+  const inWal = !sqlite.memory && sqlite.pragma('journal_mode', { simple: true }) === 'wal';
+  const wal = inWal ? walSync(`${resolve(sqlite.name)}-wal`, syncFile) : undefined;
   let batch: { done: Promise<void>; settle(error?: unknown): void; eventual: boolean; timer: NodeJS.Timeout } | undefined;
+  /** The last durable batch, until it is on disk: every earlier one is on disk when it is. */
+  let unsynced: Promise<void> | undefined;
 
   const flush = (): void => {
     const current = batch;
@@ -52,14 +75,21 @@ export function createCommits(sqlite: Database.Database): Commits {
     clearTimeout(current.timer);
     try {
       sqlite.exec('COMMIT');
-      current.settle();
     } catch (error) {
       if (sqlite.inTransaction) sqlite.exec('ROLLBACK');
       current.settle(error);
+      return;
     } finally {
-      // Outside the transaction again (SQLite refuses the change inside one): back to fsyncing every commit.
-      if (current.eventual) sqlite.pragma('synchronous = FULL');
+      // Outside the transaction again (SQLite refuses the change inside one): writes made outside a
+      // batch (drizzle transactions, the CLI) keep SQLite's own fsync in every COMMIT.
+      if (wal || current.eventual) sqlite.pragma('synchronous = FULL');
     }
+    if (current.eventual || !wal) current.settle();
+    else
+      wal.synced().then(
+        () => current.settle(),
+        (error: unknown) => current.settle(error),
+      );
   };
 
   const open = (eventual: boolean): void => {
@@ -69,18 +99,26 @@ export function createCommits(sqlite: Database.Database): Commits {
     });
     // A held response observes the failure; nobody else must see an unhandled rejection.
     done.catch(() => {});
-    // The lock is held as briefly as ever (a longer window would starve another process's writers);
-    // only the fsync is skipped, and only for a batch nothing durable is written in.
-    if (eventual) sqlite.pragma('synchronous = NORMAL');
+    // The COMMIT writes the WAL without syncing it; a durable batch is synced right after, off the event loop.
+    if (wal || eventual) sqlite.pragma('synchronous = NORMAL');
     try {
       sqlite.exec('BEGIN IMMEDIATE');
     } catch (error) {
       // Busy past busy_timeout: no batch opened, and the connection must not stay without fsync.
-      if (eventual) sqlite.pragma('synchronous = FULL');
+      sqlite.pragma('synchronous = FULL');
       throw error;
     }
     // A short window lets the writes of concurrent requests (each makes several, one await apart) share one fsync.
     batch = { done, settle, eventual, timer: setTimeout(flush, BATCH_WINDOW_MS) };
+    if (!eventual) track(done);
+  };
+
+  const track = (done: Promise<void>): void => {
+    unsynced = done;
+    const clear = () => {
+      if (unsynced === done) unsynced = undefined;
+    };
+    done.then(clear, clear);
   };
 
   return {
@@ -95,8 +133,93 @@ export function createCommits(sqlite: Database.Database): Commits {
       if (!batch && !sqlite.inTransaction) open(true);
       return write();
     },
-    durable: () => batch?.done ?? Promise.resolve(),
-    pending: () => batch !== undefined && !batch.eventual,
+    durable() {
+      // An open batch of eventual writes commits without a sync; a durable one before it may still be syncing.
+      if (batch?.eventual && unsynced) return Promise.all([batch.done, unsynced]).then(() => undefined);
+      return batch?.done ?? unsynced ?? Promise.resolve();
+    },
+    pending: () => unsynced !== undefined,
     flush,
+    close() {
+      flush();
+      wal?.close();
+    },
+  };
+}
+
+/**
+ * Group fsync of the WAL file: a commit made while a sync is running waits for the next one (the
+ * running one may have started before its frames were written), and that next one covers every
+ * commit that arrived meanwhile.
+ */
+function walSync(path: string, syncFile: SyncFile): { synced(): Promise<void>; close(): void } {
+  let fd: number | undefined;
+  let running: Promise<void> | undefined;
+  let next: { promise: Promise<void>; resolve(): void; reject(error: unknown): void } | undefined;
+  let closed = false;
+
+  /**
+   * The WAL exists from the first commit on and lasts as long as this connection is open (SQLite
+   * deletes it only when the last connection closes), so one descriptor serves every sync. fdatasync
+   * through any descriptor of a file writes out that file's data.
+   */
+  const walFd = (): number => {
+    if (fd === undefined || fstatSync(fd).nlink === 0) {
+      if (fd !== undefined) closeSync(fd);
+      fd = openSync(path, 'r');
+    }
+    return fd;
+  };
+
+  const start = (): Promise<void> => {
+    const sync = syncFile(walFd());
+    running = sync.finally(() => {
+      running = undefined;
+      const waiting = next;
+      next = undefined;
+      if (!waiting) return;
+      if (closed) {
+        waiting.resolve(); // close() synced them already
+        return;
+      }
+      try {
+        start().then(waiting.resolve, waiting.reject);
+      } catch (error) {
+        waiting.reject(error);
+      }
+    });
+    running.catch(() => {});
+    return sync;
+  };
+
+  return {
+    synced() {
+      if (closed) return Promise.resolve();
+      try {
+        if (!running) return start();
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      if (!next) {
+        let resolve = () => {};
+        let reject: (error: unknown) => void = () => {};
+        const promise = new Promise<void>((ok, fail) => {
+          resolve = ok;
+          reject = fail;
+        });
+        next = { promise, resolve, reject };
+      }
+      return next.promise;
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      if (fd === undefined) return;
+      const last = fd;
+      fdatasyncSync(last);
+      // A sync still running on the thread pool holds the descriptor: close it once that one ends.
+      if (running) running.finally(() => closeSync(last)).catch(() => {});
+      else closeSync(last);
+    },
   };
 }

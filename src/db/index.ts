@@ -23,7 +23,8 @@ const migrationsFolder = resolve(import.meta.dirname, '../../drizzle');
 /**
  * Opens (creating if needed) the SQLite file and applies the drizzle-kit migrations in `drizzle/`.
  * WAL lets readers run beside the writer; `synchronous=FULL` because a lost token write after an
- * acknowledged response would let a consumed code or refresh token be replayed after a crash.
+ * acknowledged response would let a consumed code or refresh token be replayed after a crash (the
+ * group commit keeps that promise with its own fsync of the WAL, off the event loop: commits.ts).
  */
 export function openDatabase(path: string): Storage {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -43,8 +44,8 @@ export function openDatabase(path: string): Storage {
     sqlite,
     commits,
     close: () => {
-      // A batch still open at shutdown is committed, not lost (its timer then finds nothing to do).
-      commits.flush();
+      // A batch still open at shutdown is committed and synced, not lost (its timer then finds nothing to do).
+      commits.close();
       sqlite.close();
     },
   };
