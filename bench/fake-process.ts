@@ -6,6 +6,8 @@
  *   every bearer by asking that IdP's userinfo endpoint (one more loopback hop per call, as a resource
  *   server that introspects would). The bench user has three calendars.
  * - `fake-backend`: the SDK backend MCP server of the proxy-mode tests (stateful sessions, SSE answers).
+ * - `forwarder`: not a fake but a bare Node HTTP forwarder to `FORWARD_TO` (`forwarder.ts`), standing
+ *   where Gatehouse stands, to show what the extra hop alone costs.
  */
 import { startBackendMcp } from '../test/support/backend-mcp.ts';
 import { startFakeGoogleApi } from '../test/support/fake-google-api.ts';
@@ -13,8 +15,9 @@ import { startFakeOidc } from '../test/support/fake-oidc.ts';
 import { GOOGLE_CLIENT } from '../test/support/federation.ts';
 import { BENCH_CALENDARS, BENCH_USER } from './bench-user.ts';
 import { serveParent } from './child-ipc.ts';
+import { startForwarder } from './forwarder.ts';
 
-export type FakeKind = 'fake-google' | 'fake-backend';
+export type FakeKind = 'fake-google' | 'fake-backend' | 'forwarder';
 /** Every access and refresh token the fake IdP issued (the bench finds the upstream access token among them). */
 export type FakeRequest = { type: 'issued-tokens' };
 
@@ -34,6 +37,13 @@ if (kind === 'fake-google') {
     () => Promise.all([api.close(), idp.close()]).then(() => undefined),
     async () => idp.issuedTokens(),
   );
+} else if (kind === 'forwarder') {
+  const { env } = JSON.parse(process.argv[3] ?? '{}') as { env: { FORWARD_TO?: string } };
+  if (!env.FORWARD_TO) throw new Error('the forwarder needs FORWARD_TO');
+  const forwarder = await startForwarder(env.FORWARD_TO);
+  serveParent<FakeRequest>(forwarder.url, {}, forwarder.close, async () => {
+    throw new Error('the forwarder issues no tokens');
+  });
 } else {
   const backend = await startBackendMcp();
   forgetEverySecond(backend.seen);

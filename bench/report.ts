@@ -24,6 +24,7 @@ export interface Target {
   wanted: string;
   measured: Measurement;
   baseline: Measurement;
+  /** NaN for a reference row, shown without PASS or MISS. */
   threshold: number;
   unit: '%' | '×';
   metric: 'throughput' | 'p50';
@@ -84,7 +85,7 @@ export function formatTargets(targets: readonly Target[]): string {
     const pass = t.metric === 'p50' ? value <= t.threshold : value >= t.threshold;
     // p50: also the time added, which does not depend on how fast the baseline (a local fake) is.
     const added = t.metric === 'p50' ? ` (+${fixed(t.measured.p50Ms - t.baseline.p50Ms, 2)} ms)` : '';
-    return [t.name, t.wanted, `${show(value)}${added}`, range, pass ? 'PASS' : 'MISS'];
+    return [t.name, t.wanted, `${show(value)}${added}`, range, Number.isNaN(t.threshold) ? '' : pass ? 'PASS' : 'MISS'];
   });
   return table(['target', 'wanted', 'measured', 'per round', ''], rows, new Set([2, 3]));
 }

@@ -16,7 +16,7 @@ import type { Scenario } from './scenarios.ts';
 import { type Bench, type BenchId, setUp } from './setup.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
-/** `BENCH_CALL_SECONDS`: per run of benches 8 and 9 (six runs a round). At one connection, 2 s is ≥ 1,000 calls. */
+/** `BENCH_CALL_SECONDS`: per run of benches 8 and 9 (nine runs a round). At one connection, 2 s is ≥ 1,000 calls. */
 const CALL_SECONDS = Number(process.env.BENCH_CALL_SECONDS ?? 2);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 /** `BENCH_TIME_LIMIT` seconds for the whole run, after which it stops itself. */
@@ -130,6 +130,10 @@ async function main(): Promise<void> {
       ...goal('8b/8a. upstream tool, 1 conn', 'adds ≤ 25% at p50', ['calendarTool1', 'calendarDirect1'], 0.25, '%', 'p50'),
       ...goal('8d/8c. upstream tool, 10 conn', 'adds ≤ 25% at p50', ['calendarTool10', 'calendarDirect10'], 0.25, '%', 'p50'),
       ...goal('9b/9a. proxy mode', '≥ 70% of direct', ['backendProxy', 'backendDirect'], 0.7),
+      // No targets: the same ratios for a forwarder that does nothing but forward (the floor of any extra hop here).
+      ...goal('8e/8a. bare hop, 1 conn', 'reference', ['calendarHop1', 'calendarDirect1'], Number.NaN, '%', 'p50'),
+      ...goal('8f/8c. bare hop, 10 conn', 'reference', ['calendarHop10', 'calendarDirect10'], Number.NaN, '%', 'p50'),
+      ...goal('9c/9a. bare hop', 'reference', ['backendHop', 'backendDirect'], Number.NaN),
     ];
     process.stdout.write(
       [
@@ -151,12 +155,14 @@ async function main(): Promise<void> {
         '  McpServer and account store with a fixed AuthInfo and no gate. 3, 3b and 4 run the tool-call rate limits and',
         '  the audit trail as Gatehouse does (4/4b shows what they cost); 4b and 5 have neither; 5 builds a server per',
         '  request (SDK stateless).',
-        '6a runs on Gatehouse (SQLite, WAL, synchronous=FULL); 6b is the same provider configuration and mount on',
+        '6a runs on Gatehouse (SQLite, WAL, each commit synced before it is answered); 6b is the same provider and mount on',
         "  oidc-provider's memory adapter (findAccount reads SQLite in both).",
         `7 lifts the DCR limit for the run; Gatehouse allows 60 registrations per minute per IP (1 req/s sustained).`,
         '8a/8c GET the fake Calendar API (test/support) with the upstream token Gatehouse holds; 8b/8d call the tool that',
         "  makes that GET. The fake checks every bearer at the fake IdP's userinfo (a second loopback hop), in both.",
         "9a calls the SDK backend's tool on its own session with the same upstream token; 9b goes through Gatehouse.",
+        '8e, 8f and 9c send 8a, 8c and 9a through a bare Node HTTP forwarder (bench/forwarder.ts) in its own process:',
+        '  what one more loopback hop costs with nothing done on it, the floor under 8b, 8d and 9b on this machine.',
         '',
       ].join('\n'),
     );

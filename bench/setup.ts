@@ -43,7 +43,7 @@ export type BenchId = 'ceiling' | CoreBenchId | UpstreamBenchId;
 export interface SetUpOptions {
   /** Whether any of these bench labels (`3b`, `8a`) is to run: groups nobody wants are not started. */
   wants(labels: readonly string[]): boolean;
-  /** Seconds per measured run of benches 8 and 9 (six runs a round, so shorter than the others). */
+  /** Seconds per measured run of benches 8 and 9 (nine runs a round, so shorter than the others). */
   callSeconds: number;
 }
 
@@ -59,8 +59,8 @@ export async function setUp(options: SetUpOptions): Promise<{ benches: Partial<R
       ceiling: { name: '1. ceiling: bare Fastify GET /', target: await lab.start('ceiling', env), scenario: fixed(bareRoute()) },
     };
     if (options.wants(['2', '3', '3b', '4', '4b', '5', '6a', '6b', '7'])) Object.assign(benches, await coreBenches(lab, env));
-    const tool = options.wants(['8a', '8b', '8c', '8d']);
-    const proxy = options.wants(['9a', '9b']);
+    const tool = options.wants(['8a', '8b', '8c', '8d', '8e', '8f']);
+    const proxy = options.wants(['9a', '9b', '9c']);
     if (tool || proxy) Object.assign(benches, await upstreamBenches(lab, { tool, proxy, seconds: options.callSeconds }));
     return { benches, close: lab.close };
   } catch (error) {

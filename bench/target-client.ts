@@ -19,7 +19,7 @@ export interface RunningTarget {
   close(): Promise<void>;
 }
 
-const isFake = (kind: TargetKind | FakeKind): kind is FakeKind => kind.startsWith('fake-');
+const isFake = (kind: TargetKind | FakeKind): kind is FakeKind => kind.startsWith('fake-') || kind === 'forwarder';
 
 /** Forks `target-process.ts` (or `fake-process.ts` for a fake upstream) for one target and waits until it listens. */
 /** The longest a child may take to answer one request (minting a pool of refresh tokens takes a few seconds). */

@@ -11,8 +11,11 @@ export type UpstreamBenchId =
   | 'calendarTool1'
   | 'calendarDirect10'
   | 'calendarTool10'
+  | 'calendarHop1'
+  | 'calendarHop10'
   | 'backendDirect'
-  | 'backendProxy';
+  | 'backendProxy'
+  | 'backendHop';
 
 const LIST_CALENDARS = { name: 'google_calendar_list_calendars', arguments: {} };
 /** The backend's tool answers with the bearer its request carried: every answer shows whose token arrived. */
@@ -71,6 +74,7 @@ async function calendarBenches(
   const upstreamToken = await firstAccepted(google.url, issued);
   const tool = fixed(callTool(headers, LIST_CALENDARS, `${PRIMARY} (primary)`));
   const direct = fixed(listCalendarsDirect(upstreamToken, PRIMARY));
+  const hop = await lab.start('forwarder', { FORWARD_TO: google.url });
   return {
     calendarDirect1: { name: '8a. Calendar API GET, direct, 1 conn', target: google, connections: 1, seconds, scenario: direct },
     calendarTool1: {
@@ -89,6 +93,22 @@ async function calendarBenches(
       connections: 10,
       seconds,
       scenario: tool,
+    },
+    calendarHop1: {
+      name: '8e. 8a via a bare forwarder, 1 conn',
+      target: hop,
+      helpers: [google],
+      connections: 1,
+      seconds,
+      scenario: direct,
+    },
+    calendarHop10: {
+      name: '8f. 8c via a bare forwarder, 10 conn',
+      target: hop,
+      helpers: [google],
+      connections: 10,
+      seconds,
+      scenario: direct,
     },
   };
 }
@@ -121,6 +141,7 @@ async function proxyBenches(
   const upstreamToken = echoed.content?.[0]?.text;
   if (!upstreamToken) throw new Error('the backend did not echo the bearer Gatehouse sent it');
   const direct = await lab.openSession(mcpUrl, { authorization: `Bearer ${upstreamToken}` });
+  const hop = await lab.start('forwarder', { FORWARD_TO: backend.url });
   return {
     backendDirect: {
       name: '9a. backend tools/call, direct',
@@ -134,6 +155,13 @@ async function proxyBenches(
       helpers: [backend],
       seconds,
       scenario: fixed(callTool(headers, ECHO_BEARER, upstreamToken)),
+    },
+    backendHop: {
+      name: '9c. 9a via a bare forwarder',
+      target: hop,
+      helpers: [backend],
+      seconds,
+      scenario: fixed(callTool(direct, ECHO_BEARER, upstreamToken, mcpUrl.pathname)),
     },
   };
 }
