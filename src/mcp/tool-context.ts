@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { Account, AccountStore, LinkedAccount } from '../upstream/accounts.ts';
 import type { Grants } from '../upstream/grants.ts';
-import { upstreamGet } from '../upstream/http.ts';
+import { type ApiAnswer, upstreamGet } from '../upstream/http.ts';
 import { UpstreamGrantError, type UpstreamProvider } from '../upstream/types.ts';
 import { withUpstreamTokens } from '../upstream/upstream-call.ts';
 import { accountIdOf } from './context.ts';
@@ -23,7 +23,7 @@ export interface UpstreamHandle {
    * one refresh and one retry; then the grant is retired and the call fails terminally (reconnect).
    * Network failures and timeouts become a retryable `ToolError`. The token never leaves this call.
    */
-  fetch(url: string | URL, init?: { headers?: Record<string, string> }): Promise<Response>;
+  fetch(url: string | URL, init?: { headers?: Record<string, string> }): Promise<ApiAnswer>;
   /** The fresh upstream access token itself, for forwarding to a backend MCP server (proxy mode) only. */
   accessToken(): Promise<string>;
   /**
@@ -101,7 +101,7 @@ export function createToolContext(deps: ToolContextDeps, authInfo: AuthInfo | un
         fetch: (url, init = {}) =>
           withUpstreamTokens(deps.grants, accountId, connection.id, async (tokens) => {
             const headers = { ...init.headers, authorization: `Bearer ${tokens.accessToken}` };
-            let response: Response;
+            let response: ApiAnswer;
             try {
               response = await upstreamGet(label, new URL(url), headers);
             } catch (error) {
@@ -110,7 +110,6 @@ export function createToolContext(deps: ToolContextDeps, authInfo: AuthInfo | un
             }
             upstreamStatuses.push(response.status);
             if (response.status === 401) {
-              await response.body?.cancel();
               throw new UpstreamGrantError('terminal', `${label} no longer accepts this account's token; reconnect your ${label} account`);
             }
             return response;
@@ -136,9 +135,8 @@ export function createToolContext(deps: ToolContextDeps, authInfo: AuthInfo | un
  * Turns an upstream API answer that is not a success into the message a model can act on (issue 4):
  * 403 lacks permission, 404 not found, 429 and 5xx retryable. Never the upstream body: it may echo input.
  */
-export async function requireOk(response: Response, label: string): Promise<Response> {
+export async function requireOk(response: ApiAnswer, label: string): Promise<ApiAnswer> {
   if (response.ok) return response;
-  await response.body?.cancel();
   if (response.status === 403)
     throw new ToolError(`The ${label} account lacks permission for this (403). Its owner may need to grant access, then reconnect.`);
   if (response.status === 404) throw new ToolError(`${label} found nothing at that id (404).`);
@@ -148,7 +146,7 @@ export async function requireOk(response: Response, label: string): Promise<Resp
 }
 
 /** Reads a JSON body, or a retryable `ToolError` when the upstream sent something else. */
-export async function readJson<T>(response: Response, label: string): Promise<T> {
+export async function readJson<T>(response: ApiAnswer, label: string): Promise<T> {
   try {
     return (await response.json()) as T;
   } catch {

@@ -1,4 +1,4 @@
-import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { UpstreamGrantError } from './types.ts';
 
@@ -36,19 +36,61 @@ const apiAgents = { 'http:': new HttpAgent({ keepAlive: true }), 'https:': new H
 const MAX_API_ANSWER_BYTES = 16 * 1024 * 1024;
 
 /**
- * A GET to an upstream API (the tools' calls) on Node's HTTP client with kept-alive sockets, answered as
- * a `Response` once the whole body is in: undici's `fetch` cost more CPU than the rest of a tool call
- * (bench profile). Same contract as `upstreamFetch`: Gatehouse's User-Agent, no redirects followed, and
- * a transient `UpstreamGrantError` naming only the upstream when it cannot be reached, answers too
+ * An upstream API's answer, read whole: the part of a `Response` tools use. Building a real one (undici's
+ * Headers, body stream and WebIDL checks) and reading it back cost about 70 µs of a tool call.
+ */
+export interface ApiAnswer {
+  readonly status: number;
+  readonly ok: boolean;
+  readonly headers: { get(name: string): string | null };
+  /** The body as text (UTF-8, a byte-order mark dropped, as `Response.text()`); empty when there is none. */
+  text(): Promise<string>;
+  /** The body parsed as JSON; rejects (SyntaxError) on anything else, an empty body included. */
+  json(): Promise<unknown>;
+}
+
+class ReadAnswer implements ApiAnswer {
+  readonly ok: boolean;
+  readonly headers: { get(name: string): string | null };
+  readonly status: number;
+  readonly #body: Buffer;
+
+  constructor(status: number, headers: IncomingHttpHeaders, body: Buffer) {
+    this.status = status;
+    this.ok = status >= 200 && status <= 299;
+    this.#body = body;
+    this.headers = {
+      get: (name) => {
+        const value = headers[name.toLowerCase()];
+        return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
+      },
+    };
+  }
+
+  async text(): Promise<string> {
+    const bom = this.#body[0] === 0xef && this.#body[1] === 0xbb && this.#body[2] === 0xbf;
+    return this.#body.toString('utf8', bom ? 3 : 0);
+  }
+
+  async json(): Promise<unknown> {
+    return JSON.parse(await this.text());
+  }
+}
+
+/**
+ * A GET to an upstream API (the tools' calls) on Node's HTTP client with kept-alive sockets, answered
+ * once the whole body is in: undici's `fetch` cost more CPU than the rest of a tool call (bench
+ * profile). Same contract as `upstreamFetch`: Gatehouse's User-Agent, no redirects followed, and a
+ * transient `UpstreamGrantError` naming only the upstream when it cannot be reached, answers too
  * much, or does not finish within the timeout.
  */
-export function upstreamGet(label: string, url: URL, headers: Record<string, string>, timeoutMs = UPSTREAM_TIMEOUT_MS): Promise<Response> {
+export function upstreamGet(label: string, url: URL, headers: Record<string, string>, timeoutMs = UPSTREAM_TIMEOUT_MS): Promise<ApiAnswer> {
   return new Promise((resolve, reject) => {
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     const agent = url.protocol === 'https:' ? apiAgents['https:'] : apiAgents['http:'];
     const request = send(url, { method: 'GET', headers: { ...headers, 'user-agent': USER_AGENT }, agent });
     let settled = false;
-    const settle = (answer: Response | undefined, reason?: string) => {
+    const settle = (answer: ApiAnswer | undefined, reason?: string) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -70,14 +112,7 @@ export function upstreamGet(label: string, url: URL, headers: Record<string, str
       });
       response.on('error', () => settle(undefined, 'could not be reached'));
       response.on('close', () => settle(undefined, 'could not be reached')); // a no-op after 'end' settled
-      response.on('end', () => {
-        const status = response.statusCode ?? 502;
-        const bodyless = status === 204 || status === 205 || status === 304;
-        const answerHeaders = new Headers();
-        for (const [name, value] of Object.entries(response.headers))
-          for (const item of Array.isArray(value) ? value : [value]) if (item !== undefined) answerHeaders.append(name, item);
-        settle(new Response(bodyless ? null : Buffer.concat(chunks, size), { status, headers: answerHeaders }));
-      });
+      response.on('end', () => settle(new ReadAnswer(response.statusCode ?? 502, response.headers, Buffer.concat(chunks, size))));
     });
     request.end();
   });

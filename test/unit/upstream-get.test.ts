@@ -15,6 +15,8 @@ beforeAll(async () => {
     const path = req.url ?? '/';
     if (path === '/json') return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
     if (path === '/empty') return void res.writeHead(204).end();
+    if (path === '/bom') return void res.writeHead(200, { 'set-cookie': ['a=1', 'b=2'] }).end(Buffer.from('\ufeff{"é":1}', 'utf8'));
+    if (path === '/html') return void res.writeHead(502, { 'content-type': 'text/html' }).end('<html>bad gateway</html>');
     if (path === '/moved') return void res.writeHead(302, { location: 'http://169.254.169.254/' }).end();
     if (path === '/huge') {
       res.writeHead(200, { 'content-type': 'application/json' });
@@ -46,18 +48,33 @@ async function failure(path: string, timeoutMs?: number): Promise<UpstreamGrantE
 }
 
 describe('upstreamGet: the tools’ upstream API client', () => {
-  it('sends the caller’s headers with Gatehouse’s User-Agent and answers a Response with status, headers and body', async () => {
+  it('sends the caller’s headers with Gatehouse’s User-Agent and answers with status, headers and body', async () => {
     const response = await upstreamGet('Google', new URL('/json', origin), { authorization: 'Bearer CANARY-x', 'user-agent': 'spoofed' });
     expect(seen?.authorization).toBe('Bearer CANARY-x');
     expect(seen?.['user-agent']).toBe(USER_AGENT);
-    expect(response.status).toBe(200);
-    expect(response.headers.get('content-type')).toBe('application/json');
+    expect([response.status, response.ok]).toEqual([200, true]);
+    expect(response.headers.get('Content-Type')).toBe('application/json');
+    expect(response.headers.get('x-absent')).toBeNull();
     expect(await response.json()).toEqual({ ok: true });
+  });
+
+  it('reads a body as Response.text() and .json() would: UTF-8 without its byte-order mark; a repeated header joined', async () => {
+    const answer = await upstreamGet('Google', new URL('/bom', origin), {});
+    expect(await answer.text()).toBe('{"é":1}');
+    expect(await answer.json()).toEqual({ é: 1 });
+    expect(answer.headers.get('set-cookie')).toBe('a=1, b=2');
+  });
+
+  it('answers a failure status as it is, with a body that is not JSON refused by json()', async () => {
+    const answer = await upstreamGet('Google', new URL('/html', origin), {});
+    expect([answer.status, answer.ok]).toEqual([502, false]);
+    await expect(answer.json()).rejects.toThrow(SyntaxError);
   });
 
   it('answers 204 with no body, and a redirect as it is, without following it', async () => {
     const empty = await upstreamGet('Google', new URL('/empty', origin), {});
-    expect([empty.status, empty.body]).toEqual([204, null]);
+    expect([empty.status, await empty.text()]).toEqual([204, '']);
+    await expect(empty.json()).rejects.toThrow(SyntaxError);
     const moved = await upstreamGet('Google', new URL('/moved', origin), {});
     expect([moved.status, moved.headers.get('location')]).toEqual([302, 'http://169.254.169.254/']);
   });

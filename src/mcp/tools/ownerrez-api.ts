@@ -150,7 +150,6 @@ export async function getBooking(handle: UpstreamHandle, apiUrl: string, booking
   const response = await getJson(handle, url);
   // Another user's booking answers 404 like a missing one: nothing tells the two apart.
   if (response.status === 404) {
-    await response.body?.cancel();
     throw new ToolError(`There is no booking ${bookingId} in the ${LABEL} account ${handle.connection.email ?? handle.connection.id}.`);
   }
   const parsed = wireBooking.safeParse(await readJson(await requireOk(response, LABEL), LABEL));
