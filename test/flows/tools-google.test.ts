@@ -8,7 +8,10 @@ import {
   connectThroughUpstream,
   connectThroughUpstreamWithFetch,
   federationEnv,
+  finishAuthorization,
   GOOGLE_CLIENT,
+  ReconnectingOAuthClient,
+  rawMcpCall,
   recordingFetch,
   ScopedOAuthClient,
   SwitchingUserAgent,
@@ -90,7 +93,7 @@ describe('Google Calendar tools, end to end through the SDK client', () => {
   });
 
   /** A Google user with two calendars and events in May 2026, signed in through a client holding `mcp google.calendar`. */
-  async function signIn(label: string, agent?: SwitchingUserAgent) {
+  async function signIn(label: string, agent?: SwitchingUserAgent, oauth = new ScopedOAuthClient(SCOPE)) {
     const user = person(label);
     api.setCalendars(user.email, [
       { id: user.email, summary: `${label}'s calendar`, primary: true, accessRole: 'owner', timeZone: 'Europe/London' },
@@ -106,7 +109,7 @@ describe('Google Calendar tools, end to end through the SDK client', () => {
     google.user = user;
     agent?.signOutUpstream();
     const session = await connectThroughUpstream(gatehouse.url, 'google', {
-      oauth: new ScopedOAuthClient(SCOPE),
+      oauth,
       ...(agent ? { agent } : {}),
     });
     return { user, ...session };
@@ -238,6 +241,41 @@ describe('Google Calendar tools, end to end through the SDK client', () => {
       expect(partial.failures[0]?.account.email).not.toBe(partial.calendars[0]?.account.email);
       expect(partial.text).toContain('Not read:');
     });
+  });
+
+  it('leaves a linked account whose Google grant died out of a merged call and names it, instead of answering 401 on every call', async () => {
+    const agent = new SwitchingUserAgent(gatehouse.url);
+    const alive = await signIn('alive', agent, new ReconnectingOAuthClient(SCOPE));
+    const doomed = await signIn('doomed', agent);
+    await doomed.client.close();
+    // Google refuses the doomed account's token, and again after one refresh: its grant dies, and with it
+    // the user's Gatehouse grants (the client must re-authorize once, which it does as the live account).
+    api.failNext('401', 2);
+    const killed = await rawMcpCall(gatehouse.url, alive, 'tools/call', {
+      name: 'google_calendar_list_calendars',
+      arguments: { account: doomed.user.email },
+    });
+    expect(killed.status).toBe(401);
+    google.user = alive.user;
+    agent.signOutUpstream();
+    await expect(alive.client.callTool({ name: 'list_connections', arguments: {} })).rejects.toThrow(/Unauthorized/);
+    await finishAuthorization(alive.transport, alive.oauth, agent, gatehouse.url, 'google');
+
+    const served = api.served.length;
+    const merged = await ok(alive.client, 'google_calendar_list_calendars', { accounts: [alive.user.email, doomed.user.email] });
+    expect(merged.calendars.map((c) => c.account.email)).toEqual([alive.user.email, alive.user.email]);
+    expect(merged.failures).toEqual([
+      { account: { id: expect.any(String), email: doomed.user.email }, message: expect.stringMatching(/needs reconnecting/) },
+    ]);
+    expect(merged.text).toContain(doomed.user.email);
+    expect(api.served.slice(served).map((request) => request.email)).toEqual([alive.user.email]); // the dead grant was not tried
+    // Named alone it is the caller's choice to act as it: 401, so the client signs in (as it) again.
+    const alone = await rawMcpCall(gatehouse.url, alive, 'tools/call', {
+      name: 'google_calendar_list_calendars',
+      arguments: { account: doomed.user.email },
+    });
+    expect(alone.status).toBe(401);
+    await alive.client.close();
   });
 
   describe('hostile arguments', () => {

@@ -11,6 +11,7 @@ import {
   federationEnv,
   finishAuthorization,
   linkUpstreamAccount,
+  ReconnectingOAuthClient,
   recordingFetch,
   ScopedOAuthClient,
   SwitchingUserAgent,
@@ -70,15 +71,6 @@ const WEEK = { start: at(3, 0), end: at(10, 0) };
 /** The MCP client asks for the Microsoft family's scope beside the base one, as a client configured for these tools does. */
 const SCOPE = 'mcp microsoft';
 const scoped = () => new ScopedOAuthClient(SCOPE);
-
-/** As real clients write it: on `invalid_grant` the SDK drops the tokens and asks the user to authorize again. */
-class ReconnectingOAuthClient extends ScopedOAuthClient {
-  invalidateCredentials(scope: 'all' | 'client' | 'tokens' | 'verifier' | 'discovery') {
-    if (scope === 'all' || scope === 'tokens') this.savedTokens = undefined;
-    if (scope === 'all' || scope === 'client') this.clientInfo = undefined;
-    if (scope === 'all' || scope === 'verifier') this.verifier = '';
-  }
-}
 
 const databaseBytes = (path: string): string =>
   [path, `${path}-wal`]

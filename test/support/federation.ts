@@ -286,6 +286,18 @@ export class ScopedOAuthClient extends TestOAuthClient {
   }
 }
 
+/**
+ * A scoped MCP client that, like a real one, forgets tokens the authorization server refused: after a
+ * failed refresh the SDK then sends the user through authorization again instead of failing the call.
+ */
+export class ReconnectingOAuthClient extends ScopedOAuthClient {
+  invalidateCredentials(scope: 'all' | 'client' | 'tokens' | 'verifier' | 'discovery') {
+    if (scope === 'all' || scope === 'tokens') this.savedTokens = undefined;
+    if (scope === 'all' || scope === 'client') this.clientInfo = undefined;
+    if (scope === 'all' || scope === 'verifier') this.verifier = '';
+  }
+}
+
 let rawRpcId = 10_000;
 
 /**

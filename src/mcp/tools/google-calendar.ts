@@ -155,6 +155,8 @@ export function registerGoogleCalendarTools(server: McpServer, deps: ToolFamilyD
   );
 }
 
+const NEEDS_RECONNECT = 'This Google connection needs reconnecting: sign in with Google as it again.';
+
 interface Gathered<T> {
   items: T[];
   /** Whether any account had more than one page. */
@@ -167,8 +169,9 @@ interface Gathered<T> {
 /**
  * Reads the Google accounts the caller chose (`account`, `accounts`, or their first), in parallel, each
  * only after checking it granted calendar access. With one account any failure is the answer; with
- * several, an account's `ToolError` becomes a failure entry beside the others' results, while a grant
- * failure (reconnect, outage) still ends the call so the runner can answer 401 or 503.
+ * several, an account's `ToolError` becomes a failure entry beside the others' results, and so does an
+ * account whose grant was already dead (untried), while a grant failing during the call (reconnect,
+ * outage) still ends it so the runner can answer 401 or 503.
  */
 async function readAccounts<T>(
   context: ToolContext,
@@ -183,6 +186,9 @@ async function readAccounts<T>(
   const results = await Promise.all(
     [...handles.values()].map(async (handle) => {
       const account = { id: handle.connection.id, email: handle.connection.email };
+      // Tried, a dead grant would end every merged call with 401, and re-authorizing as another account
+      // would not repair it: the client would loop. Named alone, it is tried (and its 401 sends the user to sign in as it).
+      if (handles.size > 1 && handle.connection.status === 'dead') return { failure: { account, message: NEEDS_RECONNECT } };
       try {
         await requireCalendarScope(handle, account);
         return await read(handle, account);
