@@ -12,6 +12,7 @@ import {
   finishAuthorization,
   linkUpstreamAccount,
   ReconnectingOAuthClient,
+  rawMcpCall,
   recordingFetch,
   ScopedOAuthClient,
   SwitchingUserAgent,
@@ -296,6 +297,39 @@ describe('Microsoft Graph tools (microsoft_profile, microsoft_calendar_list_even
       const named = new RegExp(`^(${work.email}|${home.email}): The Microsoft account lacks permission`);
       expect(answer.text).toMatch(named);
     });
+  });
+
+  it('refuses a merged call naming a linked account whose grant died with a tool error naming it, instead of answering 401 on every call', async () => {
+    const [live, gone] = [person('live'), person('gone')];
+    graph.setEvents(live.oid, [meeting('Live standup', 4, 9)]);
+    const agent = new SwitchingUserAgent(gatehouse.url);
+    entra.user = live;
+    const session = await connectThroughUpstream(gatehouse.url, 'entra', { agent, oauth: new ReconnectingOAuthClient(SCOPE) });
+    entra.user = gone;
+    await (await linkUpstreamAccount(gatehouse.url, 'entra', agent, scoped())).client.close();
+    // Graph refuses the second account's token, and again after one refresh: its grant dies, and with it the
+    // user's Gatehouse grants (the client re-authorizes once, as the live account, which repairs nothing).
+    graph.failNext('401', 2);
+    const killed = await rawMcpCall(gatehouse.url, session, 'tools/call', {
+      name: 'microsoft_calendar_list_events',
+      arguments: { ...WEEK, account: gone.email },
+    });
+    expect(killed.status).toBe(401);
+    entra.user = live;
+    agent.signOutUpstream();
+    await expect(session.client.callTool({ name: 'list_connections', arguments: {} })).rejects.toBeInstanceOf(UnauthorizedError);
+    await finishAuthorization(session.transport, session.oauth, agent, gatehouse.url, 'entra');
+
+    const seen = graph.requests.length;
+    const merged = await call(session.client, 'microsoft_calendar_list_events', { ...WEEK, accounts: [live.email, gone.email] });
+    expect(merged).toMatchObject({
+      isError: true,
+      text: `${gone.email}: This Microsoft connection needs reconnecting: sign in with Microsoft as it again, or leave it out of accounts.`,
+    });
+    expect(graph.requests.slice(seen)).toEqual([]); // neither account was read
+    const alone = await ok(session.client, 'microsoft_calendar_list_events', { ...WEEK, account: live.email });
+    expect(eventsOf(alone).map((event) => event.subject)).toEqual(['Live standup']);
+    await session.client.close();
   });
 
   it("refuses hostile arguments with schema or permission errors, never a 5xx and never another user's data", async () => {

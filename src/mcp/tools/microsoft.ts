@@ -120,6 +120,13 @@ export function registerMicrosoftTools(server: McpServer, deps: ToolFamilyDeps):
     toolHandler(deps, 'microsoft_calendar_list_events', async (args, context) => {
       const { start, end } = timeRange(args.start, args.end);
       const handles = resolveAccounts(context, args.account, args.accounts);
+      // Tried, a dead grant would end every merged call with 401, and re-authorizing as another account
+      // would not repair it: the client would loop. Named alone, it is tried (its 401 sends the user to sign in as it).
+      const dead = handles.length > 1 ? handles.find((handle) => handle.connection.status === 'dead') : undefined;
+      if (dead)
+        throw new ToolError(
+          `${dead.connection.email ?? dead.connection.id}: This Microsoft connection needs reconnecting: sign in with Microsoft as it again, or leave it out of accounts.`,
+        );
       const pages = await Promise.all(handles.map((handle) => listEvents(handle, { start, end, top: args.top }, handles.length > 1)));
       const merged = pages.flatMap((page) => page.events).sort((a, b) => a.start.localeCompare(b.start));
       const events = merged.slice(0, args.top);
