@@ -2,7 +2,7 @@ import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Config } from './config.ts';
 import { corsPolicy } from './cors.ts';
-import { openDatabase } from './db/index.ts';
+import { openDatabase, type Storage } from './db/index.ts';
 import { errorHandler } from './error-handler.ts';
 import { loggerOptions } from './logging.ts';
 import { loginRoutes } from './login/routes.ts';
@@ -29,6 +29,11 @@ export interface AppOverrides {
   dangerouslyFetchClientMetadata?: typeof fetch;
   /** Where log lines go (tests capture them to grep for canaries). */
   logStream?: NodeJS.WritableStream;
+  /**
+   * The database, opened by the caller (the benchmark mints tokens beside the app); the app closes it.
+   * Never a second connection to the app's file in the same process: see `openDatabase`.
+   */
+  storage?: Storage;
 }
 
 /** Builds the whole app without listening. Read this first: every route group is registered here, in order. */
@@ -38,7 +43,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const app = Fastify({ logger: loggerOptions(config, overrides.logStream), trustProxy: config.trustProxy, bodyLimit: 64 * 1024 });
   const upstreams = createUpstreams(config);
   const scopes = createScopePolicy(upstreams.upstreams.keys());
-  const storage = openDatabase(config.databasePath);
+  const storage = overrides.storage ?? openDatabase(config.databasePath);
   const vault = createVault(config.encryptionKeys);
   assertKeyringCovers(storage.sqlite, vault); // a kid that still seals rows cannot be dropped (`keys rewrap` first)
   const accounts = createAccountStore(storage, vault);

@@ -25,6 +25,11 @@ const migrationsFolder = resolve(import.meta.dirname, '../../drizzle');
  * WAL lets readers run beside the writer; `synchronous=FULL` because a lost token write after an
  * acknowledged response would let a consumed code or refresh token be replayed after a crash (the
  * group commit keeps that promise with its own fsync of the WAL, off the event loop: commits.ts).
+ *
+ * One connection per process: a group-commit batch holds the write lock for a millisecond, across
+ * turns of the event loop. A second connection in the same process that writes meanwhile waits for it
+ * in SQLite's busy handler, which blocks the very thread that would commit the batch: a deadlock until
+ * `busy_timeout`, again for every write. Other processes (the CLI, a second Gatehouse) only wait.
  */
 export function openDatabase(path: string): Storage {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });

@@ -6,13 +6,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createCommits, type SyncFile } from '../../src/db/commits.ts';
 
 const dirs: string[] = [];
-function database(): { writer: Database.Database; reader: Database.Database } {
+function database(): { writer: Database.Database; reader: Database.Database; path: string } {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-commits-'));
   dirs.push(dir);
   const writer = new Database(join(dir, 'test.db'));
   writer.pragma('journal_mode = WAL');
   writer.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)');
-  return { writer, reader: new Database(join(dir, 'test.db'), { readonly: true }) };
+  return { writer, reader: new Database(join(dir, 'test.db'), { readonly: true }), path: join(dir, 'test.db') };
 }
 const count = (db: Database.Database): number => (db.prepare('SELECT COUNT(*) AS n FROM t').get() as { n: number }).n;
 
@@ -222,6 +222,20 @@ describe('group commit with acknowledgement deferred to the response', () => {
     expect(walDescriptors()).toBe(2); // SQLite's own and the one Gatehouse syncs through
     commits.close();
     expect(walDescriptors()).toBe(1);
+  });
+
+  it('holds the write lock across event-loop turns: a second connection in the same process cannot write until the batch commits', async () => {
+    const { writer, path } = database();
+    const commits = createCommits(writer);
+    const second = new Database(path);
+    second.pragma('busy_timeout = 50');
+    commits.write(() => writer.prepare('INSERT INTO t (v) VALUES (?)').run('batched'));
+    // Its busy wait blocks this thread, the one that would commit the batch: it can only give up (hence one connection per process).
+    expect(() => second.prepare('INSERT INTO t (v) VALUES (?)').run('second')).toThrow(/database is locked/);
+    await commits.durable();
+    second.prepare('INSERT INTO t (v) VALUES (?)').run('second');
+    expect(count(second)).toBe(2);
+    second.close();
   });
 
   it('resolves durable() at once when nothing is pending', async () => {
