@@ -18,9 +18,9 @@ import { type Bench, type BenchId, setUp } from './setup.ts';
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 /** `BENCH_CALL_SECONDS`: per run of benches 8 and 9 (nine runs a round). At one connection, 2 s is ≥ 1,000 calls. */
 const CALL_SECONDS = Number(process.env.BENCH_CALL_SECONDS ?? 2);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 /** `BENCH_TIME_LIMIT` seconds for the whole run, after which it stops itself. */
-const TIME_LIMIT_SECONDS = Number(process.env.BENCH_TIME_LIMIT ?? 480);
+const TIME_LIMIT_SECONDS = Number(process.env.BENCH_TIME_LIMIT ?? 720);
 const WARMUP_SECONDS = 1;
 const CONNECTIONS = 10;
 /** `BENCH_CPU_PROF=<dir>` saves a CPU profile of the target during every measured run (it slows the run). */
