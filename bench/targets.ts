@@ -197,7 +197,7 @@ export async function buildTarget(kind: TargetKind, config: Config, accountId: s
       // buildApp keeps its provider to itself; a second one with the same configuration, on the app's own
       // connection, writes rows the app's provider reads back. A second connection would deadlock now and
       // then: its writes wait (blocking this thread) for the app's open batch, which only this thread commits.
-      const storage = openDatabase(config.databasePath);
+      const storage = openDatabase(config.databasePath, { checkpointer: {} });
       const app = await buildApp(config, { storage });
       return { app, port: config.port, tokens: tokenMinter(benchProvider(config, storage, 'sqlite')) };
     }

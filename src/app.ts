@@ -43,7 +43,14 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const app = Fastify({ logger: loggerOptions(config, overrides.logStream), trustProxy: config.trustProxy, bodyLimit: 64 * 1024 });
   const upstreams = createUpstreams(config);
   const scopes = createScopePolicy(upstreams.upstreams.keys());
-  const storage = overrides.storage ?? openDatabase(config.databasePath);
+  const storage =
+    overrides.storage ??
+    openDatabase(config.databasePath, {
+      // WAL checkpoints on a thread of their own, not inside a token request's COMMIT (db/checkpointer.ts).
+      checkpointer: {
+        onError: (error) => app.log.warn({ reason: error.message }, 'WAL checkpointer stopped; checkpoints run inside commits'),
+      },
+    });
   const vault = createVault(config.encryptionKeys);
   assertKeyringCovers(storage.sqlite, vault); // a kid that still seals rows cannot be dropped (`keys rewrap` first)
   const accounts = createAccountStore(storage, vault);

@@ -148,9 +148,9 @@ function runAccounts(command: string, id: string | undefined, config: Config, st
   });
   if (command === 'list') return listAccounts(admin);
   const run = command === 'disconnect' ? disconnectUpstream(admin, id as string) : deleteAccount(admin, id as string);
-  return run.then((code) => {
+  return run.then(async (code) => {
     // secure_delete zeroed the rows in the database; their earlier copies in the write-ahead log go now.
-    if (!admin.truncateWal())
+    if (!(await admin.truncateWal()))
       console.log(
         `note: the write-ahead log was busy; earlier copies of deleted rows stay in ${config.databasePath}-wal until a later checkpoint`,
       );

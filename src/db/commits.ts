@@ -50,17 +50,7 @@ const syncOffLoop: SyncFile = (fd) => new Promise((resolve, reject) => fdatasync
 
 /** How long a batch stays open for more writes; it is also the most a token response waits for it. */
 const BATCH_WINDOW_MS = 1;
-/**
- * WAL pages after which a commit also checkpoints them into the database file (SQLite's default is
- * 1000). The checkpoint runs inside that COMMIT, on the event loop, writing each distinct page once
- * and fsyncing both files: a longer WAL holds several versions of the index pages every token write
- * touches, so fewer pages are written per token and the two fsyncs come a quarter as often. The WAL
- * file grows to about 16 MB under load and is reused from its start after each checkpoint, as before.
- */
-const CHECKPOINT_AFTER_PAGES = 4000;
-
 export function createCommits(sqlite: Database.Database, syncFile: SyncFile = syncOffLoop): Commits {
-  sqlite.pragma(`wal_autocheckpoint = ${CHECKPOINT_AFTER_PAGES}`);
   // Without a WAL (an in-memory database) SQLite's own commit is all the durability there is.
   const inWal = !sqlite.memory && sqlite.pragma('journal_mode', { simple: true }) === 'wal';
   const wal = inWal ? walSync(`${resolve(sqlite.name)}-wal`, syncFile) : undefined;

@@ -1,8 +1,13 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Storage } from '../db/index.ts';
 import type { LinkedAccount } from './accounts.ts';
 import { createGrants } from './grants.ts';
 import type { UpstreamGrantError, UpstreamProvider, UpstreamTokens } from './types.ts';
 import type { Vault } from './vault.ts';
+
+/** A TRUNCATE checkpoint is retried this often, this far apart, while other connections keep the WAL busy. */
+const TRUNCATE_ATTEMPTS = 50;
+const TRUNCATE_RETRY_MS = 20;
 
 /** A Gatehouse account as the operator sees it: identities and status, never tokens. */
 export interface AccountListing {
@@ -64,9 +69,10 @@ export interface AccountAdmin {
   deleteAccount(accountId: string): Promise<DeleteReport | undefined>;
   /**
    * Truncates the write-ahead log, so the copies of shredded rows written before the delete leave the
-   * disk now rather than whenever later frames overwrite them. False if another connection kept it busy.
+   * disk now rather than whenever later frames overwrite them. False if other connections kept it busy
+   * for a second (a running server's checkpointer takes the checkpoint lock for a moment every 100 ms).
    */
-  truncateWal(): boolean;
+  truncateWal(): Promise<boolean>;
 }
 
 /** An upstream account with the Gatehouse account it is linked to. */
@@ -182,9 +188,13 @@ export function createAccountAdmin({ storage, vault, upstreams, endAccountAccess
       return { accountId, disconnected, endedGrants };
     },
 
-    truncateWal() {
-      const [result] = sqlite.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
-      return result?.busy === 0;
+    async truncateWal() {
+      for (let attempt = 1; ; attempt++) {
+        const [result] = sqlite.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+        if (result?.busy === 0) return true;
+        if (attempt === TRUNCATE_ATTEMPTS) return false;
+        await sleep(TRUNCATE_RETRY_MS);
+      }
     },
   };
 }

@@ -132,12 +132,6 @@ describe('group commit with acknowledgement deferred to the response', () => {
     expect(count(reader)).toBe(4);
   });
 
-  it('checkpoints the WAL every 4000 pages rather than every 1000, so token writes rewrite index pages there instead of in the file', () => {
-    const { writer } = database();
-    createCommits(writer);
-    expect(writer.pragma('wal_autocheckpoint', { simple: true })).toBe(4000);
-  });
-
   it('acknowledges a durable write only once the WAL holding it is synced, and keeps the connection at synchronous=FULL outside batches', async () => {
     const { writer, reader } = database();
     const syncs = gatedSyncs();
