@@ -48,6 +48,13 @@ export type SyncFile = (fd: number) => Promise<void>;
 
 const syncOffLoop: SyncFile = (fd) => new Promise((resolve, reject) => fdatasync(fd, (error) => (error ? reject(error) : resolve())));
 
+/**
+ * The switch around each batch's COMMIT, run with exec(): pragma() prepares a statement object each
+ * time, and the two cost 13 µs a batch that way against 1.6 µs.
+ */
+const SYNC_IN_COMMIT = 'PRAGMA synchronous = FULL';
+const NO_SYNC_IN_COMMIT = 'PRAGMA synchronous = NORMAL';
+
 /** How long a batch stays open for more writes; it is also the most a token response waits for it. */
 const BATCH_WINDOW_MS = 1;
 export function createCommits(sqlite: Database.Database, syncFile: SyncFile = syncOffLoop): Commits {
@@ -72,7 +79,7 @@ export function createCommits(sqlite: Database.Database, syncFile: SyncFile = sy
     } finally {
       // Outside the transaction again (SQLite refuses the change inside one): writes made outside a
       // batch (drizzle transactions, the CLI) keep SQLite's own fsync in every COMMIT.
-      if (wal || current.eventual) sqlite.pragma('synchronous = FULL');
+      if (wal || current.eventual) sqlite.exec(SYNC_IN_COMMIT);
     }
     if (current.eventual || !wal) current.settle();
     else
@@ -90,12 +97,12 @@ export function createCommits(sqlite: Database.Database, syncFile: SyncFile = sy
     // A held response observes the failure; nobody else must see an unhandled rejection.
     done.catch(() => {});
     // The COMMIT writes the WAL without syncing it; a durable batch is synced right after, off the event loop.
-    if (wal || eventual) sqlite.pragma('synchronous = NORMAL');
+    if (wal || eventual) sqlite.exec(NO_SYNC_IN_COMMIT);
     try {
       sqlite.exec('BEGIN IMMEDIATE');
     } catch (error) {
       // Busy past busy_timeout: no batch opened, and the connection must not stay without fsync.
-      sqlite.pragma('synchronous = FULL');
+      sqlite.exec(SYNC_IN_COMMIT);
       throw error;
     }
     // A short window lets the writes of concurrent requests (each makes several, one await apart) share one fsync.
