@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { startCheckpointer } from '../../src/db/checkpointer.ts';
 import { openDatabase, type Storage } from '../../src/db/index.ts';
 
 const dirs: string[] = [];
@@ -46,6 +47,13 @@ describe('WAL checkpoints', () => {
     // Only a checkpoint writes pages into the database file, and 300 pages cross no threshold of the serving connection.
     await until(() => statSync(path).size > before + 1_000_000 && checkpoints.some((pages) => pages > 250));
     expect(storage.sqlite.prepare('SELECT COUNT(*) AS n FROM bulk').get()).toEqual({ n: 60 });
+  });
+
+  it('tells the app when the thread fails (here: no database at that path), so it can say checkpoints fall back to commits', async () => {
+    const failure = await new Promise<Error>((resolve) => {
+      startCheckpointer(join(databasePath(), 'missing.db'), { onError: resolve });
+    });
+    expect(failure.message).toMatch(/directory does not exist|unable to open/);
   });
 
   it('run inside commits every 4000 pages without the thread (the CLI), so the same rows stay in the WAL', async () => {
