@@ -151,7 +151,7 @@ async function main(): Promise<void> {
         'server CPU: share of one core the target used (≈100%: the target, not autocannon, was the limit); fake CPU: the',
         '  fake upstreams it called. other CPU: cores used meanwhile by processes outside the benchmark; spread: range of',
         '  req/s over rounds. Tool-call rate limits are lifted for the run (their SQLite check still runs on every call).',
-        '3b is src/mcp/routes.ts (gate included) with a token lookup that reads no storage; 4, 4b and 5 serve the same',
+        '3b is src/mcp/routes.ts (gate included) whose token lookup and existence check read no storage; 4, 4b and 5 serve the same',
         '  McpServer and account store with a fixed AuthInfo and no gate. 3, 3b and 4 run the tool-call rate limits and',
         '  the audit trail as Gatehouse does (4/4b shows what they cost); 4b and 5 have neither; 5 builds a server per',
         '  request (SDK stateless).',

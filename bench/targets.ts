@@ -130,7 +130,8 @@ async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 
 
 /**
  * Gatehouse's own `mcpRoutes` (gate and all) with a provider whose `AccessToken.find` answers a fixed
- * token without storage: the gap to Gatehouse is the token lookup, the gap to `ungated-mcp` the rest of the gate.
+ * token without storage and says every token still exists: the gap to Gatehouse is the existence read
+ * in SQLite, the gap to `ungated-mcp` the rest of the gate.
  */
 async function stubLookupMcpApp(config: Config, accountId: string): Promise<FastifyInstance> {
   const storage = openDatabase(config.databasePath);
@@ -156,6 +157,9 @@ async function stubLookupMcpApp(config: Config, accountId: string): Promise<Fast
       resourceUrl: config.resourceUrl,
       resourceMetadataUrl: `${config.publicUrl}/.well-known/oauth-protected-resource/mcp`,
       requiredScopes: [BASE_SCOPE],
+      // As Gatehouse's gate runs: a token verified once is remembered, and only its existence is asked
+      // again on later requests (here without reading storage), so 3 against 3b is that read alone.
+      tokenExists: () => true,
     },
     issuer: config.publicUrl,
     scopesSupported: benchScopes.names,
