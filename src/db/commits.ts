@@ -93,10 +93,8 @@ export function createCommits(sqlite: Database.Database, syncFile: SyncFile = sy
   };
 
   const open = (eventual: boolean): void => {
-    let settle: (error?: unknown) => void = () => {};
-    const done = new Promise<void>((resolve, reject) => {
-      settle = (error) => (error === undefined ? resolve() : reject(error));
-    });
+    const { promise: done, resolve, reject } = Promise.withResolvers<void>();
+    const settle = (error?: unknown) => (error === undefined ? resolve() : reject(error));
     // A held response observes the failure; nobody else must see an unhandled rejection.
     done.catch(() => {});
     // The COMMIT writes the WAL without syncing it; a durable batch is synced right after, off the event loop.
@@ -155,7 +153,7 @@ export function createCommits(sqlite: Database.Database, syncFile: SyncFile = sy
 function walSync(path: string, syncFile: SyncFile): { synced(): Promise<void>; close(): void } {
   let fd: number | undefined;
   let running: Promise<void> | undefined;
-  let next: { promise: Promise<void>; resolve(): void; reject(error: unknown): void } | undefined;
+  let next: PromiseWithResolvers<void> | undefined;
   let closed = false;
 
   /**
@@ -200,15 +198,7 @@ function walSync(path: string, syncFile: SyncFile): { synced(): Promise<void>; c
       } catch (error) {
         return Promise.reject(error);
       }
-      if (!next) {
-        let resolve = () => {};
-        let reject: (error: unknown) => void = () => {};
-        const promise = new Promise<void>((ok, fail) => {
-          resolve = ok;
-          reject = fail;
-        });
-        next = { promise, resolve, reject };
-      }
+      next ??= Promise.withResolvers<void>();
       return next.promise;
     },
     close() {
