@@ -8,9 +8,6 @@ export type Scenario = Pick<LoadOptions, 'request' | 'expectStatus' | 'checkEver
 /** A scenario that is the same for every run. */
 export const fixed = (scenario: Scenario) => async () => scenario;
 
-/** Any opaque-looking bearer value: the stub-lookup target's token lookup accepts every token. */
-export const STUB_TOKEN = 'bench-stub-token-0123456789';
-
 const JSON_HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
 const WHOAMI = { name: 'whoami', arguments: {} };
 

@@ -8,7 +8,6 @@ import {
   registerClient,
   registration,
   type Scenario,
-  STUB_TOKEN,
   sessionHeaders,
   unauthenticatedCall,
 } from './scenarios.ts';
@@ -28,16 +27,7 @@ export interface Bench {
   scenario(requests: number): Promise<Scenario>;
 }
 
-type CoreBenchId =
-  | 'unauthorized'
-  | 'gated'
-  | 'stubLookup'
-  | 'ungated'
-  | 'bare'
-  | 'stateless'
-  | 'refreshSqlite'
-  | 'refreshMemory'
-  | 'register';
+type CoreBenchId = 'unauthorized' | 'gated' | 'ungated' | 'minimal' | 'bare' | 'stateless' | 'refreshSqlite' | 'refreshMemory' | 'register';
 export type BenchId = 'ceiling' | CoreBenchId | UpstreamBenchId;
 
 export interface SetUpOptions {
@@ -58,7 +48,7 @@ export async function setUp(options: SetUpOptions): Promise<{ benches: Partial<R
     const benches: Partial<Record<BenchId, Bench>> = {
       ceiling: { name: '1. ceiling: bare Fastify GET /', target: await lab.start('ceiling', env), scenario: fixed(bareRoute()) },
     };
-    if (options.wants(['2', '3', '3b', '4', '4b', '5', '6a', '6b', '7'])) Object.assign(benches, await coreBenches(lab, env));
+    if (options.wants(['2', '3', '4', '4b', '4c', '5', '6a', '6b', '7'])) Object.assign(benches, await coreBenches(lab, env));
     const tool = options.wants(['8a', '8b', '8c', '8d', '8e', '8f']);
     const proxy = options.wants(['9a', '9b', '9c']);
     if (tool || proxy) Object.assign(benches, await upstreamBenches(lab, { tool, proxy, seconds: options.callSeconds }));
@@ -85,10 +75,10 @@ async function coreBenches(lab: Lab, env: Record<string, string>): Promise<Recor
   if (!accessToken || !refreshToken || !clientId) throw new Error('the demo login flow did not yield tokens');
   const template = await gatehouse.describe(refreshToken);
 
-  const stubLookup = await lab.start('stub-lookup-mcp', env, accountId);
-  const stubSession = await lab.openSession(new URL('/mcp', stubLookup.url), { authorization: `Bearer ${STUB_TOKEN}` });
-  const ungated = await lab.start('ungated-mcp', env, accountId);
+  const ungated = await lab.start('ungated-gatehouse', env, accountId);
   const ungatedSession = await lab.openSession(new URL('/mcp', ungated.url));
+  const minimal = await lab.start('ungated-mcp', env, accountId);
+  const minimalSession = await lab.openSession(new URL('/mcp', minimal.url));
   const bare = await lab.start('bare-mcp', env, accountId);
   const bareSession = await lab.openSession(new URL('/mcp', bare.url));
   const stateless = await lab.start('stateless-mcp', env, accountId);
@@ -103,9 +93,9 @@ async function coreBenches(lab: Lab, env: Record<string, string>): Promise<Recor
       target: gatehouse,
       scenario: fixed(callWhoami({ ...sessionHeaders(login.transport), authorization: `Bearer ${accessToken}` })),
     },
-    stubLookup: { name: '3b. tools/call, gate with stub lookup', target: stubLookup, scenario: fixed(callWhoami(stubSession)) },
-    ungated: { name: '4. tools/call whoami, no gate', target: ungated, scenario: fixed(callWhoami(ungatedSession)) },
-    bare: { name: '4b. … no gate, limits or audit', target: bare, scenario: fixed(callWhoami(bareSession)) },
+    ungated: { name: '4. tools/call whoami, gate skipped', target: ungated, scenario: fixed(callWhoami(ungatedSession)) },
+    minimal: { name: '4b. … minimal app, no gate', target: minimal, scenario: fixed(callWhoami(minimalSession)) },
+    bare: { name: '4c. … minimal, no gate/limits/audit', target: bare, scenario: fixed(callWhoami(bareSession)) },
     stateless: {
       name: '5. tools/call whoami, SDK stateless',
       target: stateless,

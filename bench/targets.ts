@@ -1,4 +1,5 @@
 import cors from '@fastify/cors';
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Provider } from 'oidc-provider';
@@ -10,7 +11,6 @@ import { errorHandler } from '../src/error-handler.ts';
 import { loggerOptions } from '../src/logging.ts';
 import { createToolAudit } from '../src/mcp/audit.ts';
 import { createOriginCheck } from '../src/mcp/origin.ts';
-import { mcpRoutes } from '../src/mcp/routes.ts';
 import { createMcpServer } from '../src/mcp/server.ts';
 import { createToolRateLimiter, enforceToolRateLimits } from '../src/mcp/tool-limits.ts';
 import type { ToolCallRecord } from '../src/mcp/tool-runner.ts';
@@ -19,7 +19,7 @@ import { loadSigningKeys } from '../src/oauth/keys.ts';
 import { accountFinder, createProvider } from '../src/oauth/provider.ts';
 import { createReplayHooks } from '../src/oauth/replay-policy.ts';
 import { oauthRoutes } from '../src/oauth/routes.ts';
-import { BASE_SCOPE, createScopePolicy } from '../src/oauth/scopes.ts';
+import { createScopePolicy } from '../src/oauth/scopes.ts';
 import { createAccountStore } from '../src/upstream/accounts.ts';
 import { createGrants, type Grants } from '../src/upstream/grants.ts';
 import { createVault, type Vault } from '../src/upstream/vault.ts';
@@ -29,7 +29,7 @@ import { createMemoryAdapterFactory, describeRefreshToken, mintRefreshTokens, ty
 export type TargetKind =
   | 'ceiling'
   | 'gatehouse'
-  | 'stub-lookup-mcp'
+  | 'ungated-gatehouse'
   | 'ungated-mcp'
   | 'bare-mcp'
   | 'stateless-mcp'
@@ -91,7 +91,7 @@ function benchProvider(config: Config, storage: Storage, adapter: 'sqlite' | 'me
 
 /**
  * The tool-call rate limits and audit trail as `buildApp` wires them, on the target's own storage: the
- * MCP apps that stand for "Gatehouse without the gate" keep them, so only the gate differs.
+ * minimal MCP app 'ungated-mcp' keeps them, as Gatehouse runs them.
  */
 function benchToolGuards(config: Config, storage: Storage) {
   const audit = createToolAudit(storage.sqlite, storage.commits, { retentionDays: config.auditRetentionDays });
@@ -102,9 +102,9 @@ function benchToolGuards(config: Config, storage: Storage) {
 const upstreamChallenge = () => 'Bearer error="invalid_token"';
 
 /**
- * The MCP apps built here serve the same McpServer over the same account store, behind the same CORS
- * and error handling. `ungated` keeps Gatehouse's rate limits, audit and upstream-outcome handling;
- * `bare` and `stateless` (the SDK's pattern) have none of them.
+ * Minimal MCP apps: the same McpServer over the same account store, behind the same CORS and error
+ * handling, without the rest of Gatehouse. `ungated` keeps Gatehouse's rate limits, audit and
+ * upstream-outcome handling; `bare` and `stateless` (the SDK's pattern) have none of them.
  */
 async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 'bare' | 'stateless'): Promise<FastifyInstance> {
   const storage = openDatabase(config.databasePath);
@@ -115,60 +115,21 @@ async function benchMcpApp(config: Config, accountId: string, mode: 'ungated' | 
   const options = {
     ...(guards ? { beforeToolCall: guards.beforeToolCall, upstreamChallenge } : {}),
     createServer: benchServer(storage, vault, guards?.onToolCall),
-    authInfo: {
-      token: 'bench',
-      clientId: 'bench-client',
-      scopes: ['mcp'],
-      resource: new URL(config.resourceUrl),
-      extra: { accountId, grantId: 'bench-grant' },
-    },
+    authInfo: benchAuthInfo(config, accountId),
   };
   await app.register(mode === 'stateless' ? statelessMcpRoutes : ungatedMcpRoutes, options);
   app.addHook('onClose', async () => storage.close());
   return app;
 }
 
-/**
- * Gatehouse's own `mcpRoutes` (gate and all) with a provider whose `AccessToken.find` answers a fixed
- * token without storage and says every token still exists: the gap to Gatehouse is the existence read
- * in SQLite, the gap to `ungated-mcp` the rest of the gate.
- */
-async function stubLookupMcpApp(config: Config, accountId: string): Promise<FastifyInstance> {
-  const storage = openDatabase(config.databasePath);
-  const vault = createVault(config.encryptionKeys);
-  const token = {
-    isExpired: false,
-    aud: config.resourceUrl,
-    accountId,
-    clientId: 'bench-client',
-    grantId: 'bench-grant',
-    scopes: new Set(['mcp']),
-  };
-  const provider = { AccessToken: { find: async () => token } } as unknown as Provider;
-  const isAllowedOrigin = createOriginCheck(config.publicUrl, config.mcpAllowedOrigins);
-  const guards = benchToolGuards(config, storage);
-  const app = benchFastify(config);
-  await gatehouseBasics(app, config);
-  await app.register(mcpRoutes, {
-    beforeToolCall: guards.beforeToolCall,
-    requiredScope: benchScopes.requiredScope,
-    bearer: {
-      provider,
-      resourceUrl: config.resourceUrl,
-      resourceMetadataUrl: `${config.publicUrl}/.well-known/oauth-protected-resource/mcp`,
-      requiredScopes: [BASE_SCOPE],
-      // As Gatehouse's gate runs: a token verified once is remembered, and only its existence is asked
-      // again on later requests (here without reading storage), so 3 against 3b is that read alone.
-      tokenExists: () => true,
-    },
-    issuer: config.publicUrl,
-    scopesSupported: benchScopes.names,
-    isAllowedOrigin,
-    createServer: benchServer(storage, vault, guards.onToolCall),
-  });
-  app.addHook('onClose', async () => storage.close());
-  return app;
-}
+/** What the gate would have attached for the bench user's token, for the targets without a gate. */
+const benchAuthInfo = (config: Config, accountId: string): AuthInfo => ({
+  token: 'bench',
+  clientId: 'bench-client',
+  scopes: ['mcp'],
+  resource: new URL(config.resourceUrl),
+  extra: { accountId, grantId: 'bench-grant' },
+});
 
 /** oidc-provider mounted exactly as `buildApp` mounts it, with a chosen adapter and no DCR rate limit. */
 async function benchOAuthApp(config: Config, adapter: 'sqlite' | 'memory'): Promise<Target> {
@@ -205,8 +166,10 @@ export async function buildTarget(kind: TargetKind, config: Config, accountId: s
       const app = await buildApp(config, { storage });
       return { app, port: config.port, tokens: tokenMinter(benchProvider(config, storage, 'sqlite')) };
     }
-    case 'stub-lookup-mcp':
-      return { app: await stubLookupMcpApp(config, accountId), port: 0 };
+    case 'ungated-gatehouse': {
+      // The same server as 'gatehouse' with only `verifyBearer` left out: every /mcp request is the bench user's.
+      return { app: await buildApp(config, { dangerouslySkipBearerGate: benchAuthInfo(config, accountId) }), port: 0 };
+    }
     case 'ungated-mcp':
       return { app: await benchMcpApp(config, accountId, 'ungated'), port: 0 };
     case 'bare-mcp':

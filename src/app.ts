@@ -1,4 +1,5 @@
 import cors from '@fastify/cors';
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Config } from './config.ts';
 import { corsPolicy } from './cors.ts';
@@ -27,6 +28,8 @@ import { createVault } from './upstream/vault.ts';
 export interface AppOverrides {
   /** See `ProviderOptions.dangerouslyFetchClientMetadata`; refused in production. */
   dangerouslyFetchClientMetadata?: typeof fetch;
+  /** See `McpRoutesOptions.dangerouslySkipBearerGate` (the benchmark's ungated Gatehouse); refused in production. */
+  dangerouslySkipBearerGate?: AuthInfo;
   /** Where log lines go (tests capture them to grep for canaries). */
   logStream?: NodeJS.WritableStream;
   /**
@@ -40,6 +43,7 @@ export interface AppOverrides {
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<FastifyInstance> {
   if (overrides.dangerouslyFetchClientMetadata && config.production)
     throw new Error('dangerouslyFetchClientMetadata is refused in production');
+  if (overrides.dangerouslySkipBearerGate && config.production) throw new Error('dangerouslySkipBearerGate is refused in production');
   const app = Fastify({ logger: loggerOptions(config, overrides.logStream), trustProxy: config.trustProxy, bodyLimit: 64 * 1024 });
   const upstreams = createUpstreams(config);
   const scopes = createScopePolicy(upstreams.upstreams.keys());
@@ -119,6 +123,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     backend: config.backend && { ...config.backend, accounts, grants, upstreams: upstreams.upstreams, onToolCall: audit.recordCall },
     beforeToolCall: enforceToolRateLimits(limiter, audit.recordRateLimited), // 429 + Retry-After, persisted across restarts
     onToolDenied: audit.recordScopeDenial,
+    dangerouslySkipBearerGate: overrides.dangerouslySkipBearerGate,
   };
 
   app.addHook('onSend', (_request, _reply, payload, done) => {

@@ -28,7 +28,7 @@ interface Verified {
   expiresAt: number | undefined;
 }
 
-/** Tokens already verified through the provider's model, per gate; bounded, oldest evicted first. */
+/** Authorization headers already verified through the provider's model, per gate; bounded, oldest evicted first. */
 const verifiedByGate = new WeakMap<BearerOptions, Map<string, Verified>>();
 const VERIFIED_MAX = 10_000;
 
@@ -63,24 +63,35 @@ function unauthorized(options: BearerOptions, description?: string): OAuthError 
 }
 
 /**
+ * The AuthInfo of an `Authorization` header this gate verified before, if its token is still live;
+ * undefined if the header is new here. Synchronous (no decoding, one existence read), so the gate
+ * answers a client's every later request without a promise. Throws like `verifyBearer` once the token
+ * expired or was revoked.
+ */
+export function recallBearer(header: string | undefined, options: BearerOptions): AuthInfo | undefined {
+  if (!header || !options.tokenExists) return undefined;
+  const cache = verifiedByGate.get(options);
+  const verified = cache?.get(header);
+  if (!verified) return undefined;
+  if ((verified.expiresAt === undefined || verified.expiresAt > Date.now() / 1000) && options.tokenExists(verified.auth.token))
+    return verified.auth;
+  cache?.delete(header);
+  throw unauthorized(options, 'the access token is expired, revoked or unknown');
+}
+
+/**
  * Decides whether an `Authorization` header carries a live access token issued for this resource
  * (RFC 8707 audience), with the scopes MCP needs. Returns the SDK's AuthInfo or throws an OAuthError
  * whose headers carry the challenge. Tokens in the query string never reach here (RFC 9700 §2.5).
  */
 export async function verifyBearer(header: string | undefined, options: BearerOptions): Promise<AuthInfo> {
+  const recalled = recallBearer(header, options);
+  if (recalled) return recalled;
   if (!header) throw unauthorized(options);
   const match = /^Bearer +([^ ]+)$/i.exec(header);
   if (!match) throw unauthorized(options, 'the Authorization header is not a Bearer token');
   const token = match[1] as string;
   if (!OPAQUE_TOKEN.test(token)) throw unauthorized(options, 'the access token is malformed');
-
-  const verified = options.tokenExists ? verifiedByGate.get(options)?.get(token) : undefined;
-  if (verified) {
-    const live = (verified.expiresAt === undefined || verified.expiresAt > Date.now() / 1000) && options.tokenExists?.(token);
-    if (live) return verified.auth;
-    verifiedByGate.get(options)?.delete(token);
-    throw unauthorized(options, 'the access token is expired, revoked or unknown');
-  }
 
   const accessToken = await options.provider.AccessToken.find(token);
   if (!accessToken || accessToken.isExpired) throw unauthorized(options, 'the access token is expired, revoked or unknown');
@@ -103,18 +114,19 @@ export async function verifyBearer(header: string | undefined, options: BearerOp
     resource: new URL(options.resourceUrl),
     extra: Object.freeze({ accountId: accessToken.accountId, grantId: accessToken.grantId }),
   });
-  if (options.tokenExists) remember(options, token, { auth, expiresAt: accessToken.exp });
+  if (options.tokenExists) remember(options, header, { auth, expiresAt: accessToken.exp });
   return auth;
 }
 
-function remember(options: BearerOptions, token: string, verified: Verified): void {
+/** Keyed by the whole header as received: a later request with the same header needs no parsing either. */
+function remember(options: BearerOptions, header: string, verified: Verified): void {
   let cache = verifiedByGate.get(options);
   if (!cache) {
     cache = new Map();
     verifiedByGate.set(options, cache);
   }
   if (cache.size >= VERIFIED_MAX) cache.delete(cache.keys().next().value as string);
-  cache.set(token, verified);
+  cache.set(header, verified);
 }
 
 /**

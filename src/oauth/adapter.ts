@@ -182,9 +182,8 @@ export function createAdapterFactory(
  * covering-index lookup, with no visit to the row itself.
  */
 export function accessTokenExistence(sqlite: Database.Database): (token: string) => boolean {
-  const statement = sqlite.prepare<[string], { found: number }>(
-    "SELECT 1 AS found FROM oidc_models WHERE model = 'AccessToken' AND id_hash = ?",
-  );
+  // pluck: the answer is the one column, not a row object built per request.
+  const statement = sqlite.prepare<[string], number>("SELECT 1 FROM oidc_models WHERE model = 'AccessToken' AND id_hash = ?").pluck();
   // The gate asks about the same few tokens on every request: remember their hashes (bounded, oldest
   // out first) rather than hash each time, which cost about as much as the indexed read itself.
   const hashes = new Map<string, string>();

@@ -1,5 +1,6 @@
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp } from '../../src/app.ts';
 import type { Config } from '../../src/config.ts';
 import { buildTestApp } from '../support/gatehouse.ts';
 
@@ -168,5 +169,42 @@ describe('/mcp Origin check (MCP Streamable HTTP: DNS rebinding)', () => {
       headers: { host, origin: 'https://evil.example', 'access-control-request-method': 'POST' },
     });
     expect(response.headers['access-control-allow-origin']).toBeUndefined();
+  });
+});
+
+describe('dangerouslySkipBearerGate (the benchmark’s “same server without the gate”)', () => {
+  const benchUser = { token: 'bench', clientId: 'bench-client', scopes: ['mcp'], extra: { accountId: 'nobody', grantId: 'none' } };
+
+  it('is refused in production, before anything is opened', async () => {
+    const production = { ...config, production: true };
+    await expect(buildApp(production, { dangerouslySkipBearerGate: benchUser })).rejects.toThrow(
+      'dangerouslySkipBearerGate is refused in production',
+    );
+  });
+
+  it('serves /mcp without a token as the AuthInfo given, and only /mcp: the OAuth endpoints still want their credentials', async () => {
+    const ungated = await buildTestApp({}, { dangerouslySkipBearerGate: benchUser });
+    try {
+      const inject = (url: string, payload: string) =>
+        ungated.app.inject({
+          method: 'POST',
+          url,
+          headers: { host, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+          payload,
+        });
+      const opened = await inject('/mcp', JSON.stringify(initialize));
+      expect(opened.statusCode).toBe(200);
+      expect(opened.headers['mcp-session-id']).toBeTruthy();
+      const introspection = await ungated.app.inject({
+        method: 'POST',
+        url: '/introspect',
+        headers: { host, 'content-type': 'application/x-www-form-urlencoded' },
+        payload: 'token=anything',
+      });
+      expect(introspection.statusCode).toBe(400);
+      expect(introspection.json().error_description).toBe('no client authentication mechanism provided');
+    } finally {
+      await ungated.app.close();
+    }
   });
 });

@@ -4,7 +4,7 @@ import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { openDatabase } from '../../src/db/index.ts';
 import { OAuthError } from '../../src/errors.ts';
-import { type BearerOptions, verifyBearer } from '../../src/mcp/bearer.ts';
+import { type BearerOptions, recallBearer, verifyBearer } from '../../src/mcp/bearer.ts';
 import { accessTokenExistence, createAdapterFactory } from '../../src/oauth/adapter.ts';
 import { createProvider } from '../../src/oauth/provider.ts';
 import { createReplayHooks } from '../../src/oauth/replay-policy.ts';
@@ -133,6 +133,22 @@ describe('verifyBearer', () => {
       (thrown: unknown) => thrown as OAuthError,
     );
     expect(error?.status).toBe(401);
+  });
+
+  it('recalls a header only once verifyBearer accepted it, and never one it refused', async () => {
+    const gate = { ...options, tokenExists: accessTokenExistence(storage.sqlite) };
+    const token = await mint(config.resourceUrl);
+    await storage.commits.durable();
+    expect(recallBearer(`Bearer ${token}`, gate)).toBeUndefined();
+    const verified = await verifyBearer(`Bearer ${token}`, gate);
+    expect(recallBearer(`Bearer ${token}`, gate)).toBe(verified);
+    expect(recallBearer(`bearer  ${token}`, gate)).toBeUndefined(); // another spelling is verified on its own
+    const foreign = `Bearer ${await mint('https://other.example/mcp')}`;
+    await verifyBearer(foreign, gate).catch(() => undefined);
+    expect(recallBearer(foreign, gate)).toBeUndefined();
+    await provider.AccessToken.adapter.destroy(token);
+    expect(() => recallBearer(`Bearer ${token}`, gate)).toThrow('expired, revoked or unknown');
+    expect(recallBearer(`Bearer ${token}`, gate)).toBeUndefined(); // forgotten: the next try goes to the provider, which refuses it
   });
 
   it('refuses a token it verified before once its exp has passed, though its row is not purged yet', async () => {
