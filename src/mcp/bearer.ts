@@ -48,6 +48,9 @@ export function bearerChallenge(options: BearerOptions, error?: { code: string; 
 /** The challenge to a request without a token never changes (RFC 6750 §3.1: no error code); build it once per gate. */
 const noTokenHeaders = new WeakMap<BearerOptions, Record<string, string>>();
 
+/** The 401 for a request that carries no token at all. */
+export const missingTokenError = (options: BearerOptions): OAuthError => unauthorized(options);
+
 function unauthorized(options: BearerOptions, description?: string): OAuthError {
   if (description) {
     return new OAuthError('invalid_token', description, 401, {
@@ -80,6 +83,19 @@ export function recallBearer(header: string | undefined, options: BearerOptions)
 }
 
 /**
+ * The token of an `Authorization: Bearer` header, or the 401 for a missing or malformed one; synchronous,
+ * so the gate refuses those without a promise.
+ */
+export function bearerToken(header: string | undefined, options: BearerOptions): string {
+  if (!header) throw unauthorized(options);
+  const match = /^Bearer +([^ ]+)$/i.exec(header);
+  if (!match) throw unauthorized(options, 'the Authorization header is not a Bearer token');
+  const token = match[1] as string;
+  if (!OPAQUE_TOKEN.test(token)) throw unauthorized(options, 'the access token is malformed');
+  return token;
+}
+
+/**
  * Decides whether an `Authorization` header carries a live access token issued for this resource
  * (RFC 8707 audience), with the scopes MCP needs. Returns the SDK's AuthInfo or throws an OAuthError
  * whose headers carry the challenge. Tokens in the query string never reach here (RFC 9700 §2.5).
@@ -87,11 +103,7 @@ export function recallBearer(header: string | undefined, options: BearerOptions)
 export async function verifyBearer(header: string | undefined, options: BearerOptions): Promise<AuthInfo> {
   const recalled = recallBearer(header, options);
   if (recalled) return recalled;
-  if (!header) throw unauthorized(options);
-  const match = /^Bearer +([^ ]+)$/i.exec(header);
-  if (!match) throw unauthorized(options, 'the Authorization header is not a Bearer token');
-  const token = match[1] as string;
-  if (!OPAQUE_TOKEN.test(token)) throw unauthorized(options, 'the access token is malformed');
+  const token = bearerToken(header, options);
 
   const accessToken = await options.provider.AccessToken.find(token);
   if (!accessToken || accessToken.isExpired) throw unauthorized(options, 'the access token is expired, revoked or unknown');
@@ -114,7 +126,7 @@ export async function verifyBearer(header: string | undefined, options: BearerOp
     resource: new URL(options.resourceUrl),
     extra: Object.freeze({ accountId: accessToken.accountId, grantId: accessToken.grantId }),
   });
-  if (options.tokenExists) remember(options, header, { auth, expiresAt: accessToken.exp });
+  if (options.tokenExists && header) remember(options, header, { auth, expiresAt: accessToken.exp });
   return auth;
 }
 

@@ -1,7 +1,15 @@
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OAuthError } from '../errors.ts';
-import { type BearerOptions, bearerChallenge, recallBearer, requireToolScope, verifyBearer } from './bearer.ts';
+import {
+  type BearerOptions,
+  bearerChallenge,
+  bearerToken,
+  missingTokenError,
+  recallBearer,
+  requireToolScope,
+  verifyBearer,
+} from './bearer.ts';
 import { toolCalled } from './json-rpc.ts';
 import { type BackendProxyOptions, createBackendProxy, keepRawJsonBodies } from './proxy.ts';
 import { createMcpSessions, type McpSessions, type McpSessionsOptions } from './sessions.ts';
@@ -55,12 +63,20 @@ export async function mcpRoutes(app: FastifyInstance, options: McpRoutesOptions)
   app.get('/.well-known/oauth-protected-resource/mcp', async () => metadata);
   app.get('/.well-known/oauth-protected-resource', async () => metadata);
 
+  // Every client's first request has no token: the gate answers it itself, with what the error handler
+  // would send for the same OAuthError, but without building an Error for each one.
+  const missing = missingTokenError(options.bearer);
+  const missingAnswer = {
+    headers: { ...missing.headers, 'cache-control': 'no-store', 'content-type': 'application/json; charset=utf-8' },
+    body: JSON.stringify(missing.toJSON()),
+  };
+
   /**
    * Runs at onRequest, so a request without a valid token is refused before its body is read. A
    * callback hook, not an async one: a token the gate already knows (every request of a session after
    * its first) passes without a promise or a turn of the microtask queue.
    */
-  const gate = (request: GatedRequest, _reply: FastifyReply, done: (error?: Error) => void): void => {
+  const gate = (request: GatedRequest, reply: FastifyReply, done: (error?: Error) => void): void => {
     try {
       // MCP transport spec: validate Origin to stop DNS rebinding; servers without a browser client send none.
       const origin = request.headers.origin;
@@ -69,11 +85,16 @@ export async function mcpRoutes(app: FastifyInstance, options: McpRoutesOptions)
       // RFC 6750 §2.3 / RFC 9700 §2.5: never accept a token from the URL, where logs and Referer leak it.
       if (request.url.includes('access_token='))
         throw new OAuthError('invalid_request', 'access tokens are accepted only in the Authorization header', 400);
+      if (request.headers.authorization === undefined && !options.dangerouslySkipBearerGate) {
+        reply.code(401).headers(missingAnswer.headers).send(missingAnswer.body); // answered: `done` is not called
+        return;
+      }
       const known = options.dangerouslySkipBearerGate ?? recallBearer(request.headers.authorization, options.bearer);
       if (known) {
         request.mcpAuth = known;
         return done();
       }
+      bearerToken(request.headers.authorization, options.bearer); // a missing or malformed header is refused here
     } catch (error) {
       return done(error as Error);
     }

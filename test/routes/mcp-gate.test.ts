@@ -48,8 +48,13 @@ function expectChallenge(response: LightMyRequestResponse, error?: string): stri
 
 describe('/mcp without a usable access token (RFC 6750, RFC 9728)', () => {
   it('answers a request without a token with 401 and a challenge naming the metadata and scope, no error code', async () => {
-    const challenge = expectChallenge(await post());
+    const response = await post();
+    const challenge = expectChallenge(response);
     expect(challenge).toBe(`Bearer resource_metadata="${config.publicUrl}/.well-known/oauth-protected-resource/mcp", scope="mcp"`);
+    // The gate answers this one itself: the same body and headers the error handler gives every other refusal.
+    expect(response.json()).toEqual({ error: 'invalid_request', error_description: 'an access token is required' });
+    expect(response.headers['cache-control']).toBe('no-store');
+    expect(response.headers['content-type']).toBe('application/json; charset=utf-8');
   });
 
   it.each([
