@@ -92,11 +92,13 @@ export async function mcpRoutes(app: FastifyInstance, options: McpRoutesOptions)
       const known = options.dangerouslySkipBearerGate ?? recallBearer(request.headers.authorization, options.bearer);
       if (known) {
         request.mcpAuth = known;
-        return done();
+        done();
+        return;
       }
       bearerToken(request.headers.authorization, options.bearer); // a missing or malformed header is refused here
     } catch (error) {
-      return done(error as Error);
+      done(error as Error);
+      return;
     }
     verifyBearer(request.headers.authorization, options.bearer).then((auth) => {
       request.mcpAuth = auth;
