@@ -45,9 +45,6 @@ export function bearerChallenge(options: BearerOptions, error?: { code: string; 
   return `Bearer ${params.join(', ')}`;
 }
 
-/** The challenge to a request without a token never changes (RFC 6750 §3.1: no error code); build it once per gate. */
-const noTokenHeaders = new WeakMap<BearerOptions, Record<string, string>>();
-
 /** The 401 for a request that carries no token at all. */
 export const missingTokenError = (options: BearerOptions): OAuthError => unauthorized(options);
 
@@ -57,12 +54,8 @@ function unauthorized(options: BearerOptions, description?: string): OAuthError 
       'www-authenticate': bearerChallenge(options, { code: 'invalid_token', description }),
     });
   }
-  let headers = noTokenHeaders.get(options);
-  if (!headers) {
-    headers = { 'www-authenticate': bearerChallenge(options) };
-    noTokenHeaders.set(options, headers);
-  }
-  return new OAuthError('invalid_request', 'an access token is required', 401, headers);
+  // RFC 6750 §3.1: no error code for a request without a token. The gate builds this one once (routes.ts).
+  return new OAuthError('invalid_request', 'an access token is required', 401, { 'www-authenticate': bearerChallenge(options) });
 }
 
 /**
@@ -103,8 +96,15 @@ export function bearerToken(header: string | undefined, options: BearerOptions):
 export async function verifyBearer(header: string | undefined, options: BearerOptions): Promise<AuthInfo> {
   const recalled = recallBearer(header, options);
   if (recalled) return recalled;
-  const token = bearerToken(header, options);
+  const token = bearerToken(header, options); // throws unless the header is there and well formed
+  return lookUpBearer(header as string, token, options);
+}
 
+/**
+ * `verifyBearer` for a header the gate has not verified before, whose token `bearerToken` took out:
+ * the provider's model decides, and the header is remembered for `recallBearer`.
+ */
+export async function lookUpBearer(header: string, token: string, options: BearerOptions): Promise<AuthInfo> {
   const accessToken = await options.provider.AccessToken.find(token);
   if (!accessToken || accessToken.isExpired) throw unauthorized(options, 'the access token is expired, revoked or unknown');
   if (accessToken.aud !== options.resourceUrl) throw unauthorized(options, 'the access token was issued for another resource');
@@ -126,7 +126,7 @@ export async function verifyBearer(header: string | undefined, options: BearerOp
     resource: new URL(options.resourceUrl),
     extra: Object.freeze({ accountId: accessToken.accountId, grantId: accessToken.grantId }),
   });
-  if (options.tokenExists && header) remember(options, header, { auth, expiresAt: accessToken.exp });
+  if (options.tokenExists) remember(options, header, { auth, expiresAt: accessToken.exp });
   return auth;
 }
 

@@ -5,10 +5,10 @@ import {
   type BearerOptions,
   bearerChallenge,
   bearerToken,
+  lookUpBearer,
   missingTokenError,
   recallBearer,
   requireToolScope,
-  verifyBearer,
 } from './bearer.ts';
 import { toolCalled } from './json-rpc.ts';
 import { type BackendProxyOptions, createBackendProxy, keepRawJsonBodies } from './proxy.ts';
@@ -77,6 +77,8 @@ export async function mcpRoutes(app: FastifyInstance, options: McpRoutesOptions)
    * its first) passes without a promise or a turn of the microtask queue.
    */
   const gate = (request: GatedRequest, reply: FastifyReply, done: (error?: Error) => void): void => {
+    const header = request.headers.authorization;
+    let token: string;
     try {
       // MCP transport spec: validate Origin to stop DNS rebinding; servers without a browser client send none.
       const origin = request.headers.origin;
@@ -85,22 +87,22 @@ export async function mcpRoutes(app: FastifyInstance, options: McpRoutesOptions)
       // RFC 6750 §2.3 / RFC 9700 §2.5: never accept a token from the URL, where logs and Referer leak it.
       if (request.url.includes('access_token='))
         throw new OAuthError('invalid_request', 'access tokens are accepted only in the Authorization header', 400);
-      if (request.headers.authorization === undefined && !options.dangerouslySkipBearerGate) {
-        reply.code(401).headers(missingAnswer.headers).send(missingAnswer.body); // answered: `done` is not called
-        return;
-      }
-      const known = options.dangerouslySkipBearerGate ?? recallBearer(request.headers.authorization, options.bearer);
+      const known = options.dangerouslySkipBearerGate ?? recallBearer(header, options.bearer);
       if (known) {
         request.mcpAuth = known;
         done();
         return;
       }
-      bearerToken(request.headers.authorization, options.bearer); // a missing or malformed header is refused here
+      if (header === undefined) {
+        reply.code(401).headers(missingAnswer.headers).send(missingAnswer.body); // answered: `done` is not called
+        return;
+      }
+      token = bearerToken(header, options.bearer); // a malformed header is refused here, without a promise
     } catch (error) {
       done(error as Error);
       return;
     }
-    verifyBearer(request.headers.authorization, options.bearer).then((auth) => {
+    lookUpBearer(header, token, options.bearer).then((auth) => {
       request.mcpAuth = auth;
       done();
     }, done);
