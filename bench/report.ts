@@ -4,6 +4,11 @@ export interface Measurement extends LoadResult {
   name: string;
   /** Share of one core the target process used while under load (≈100% means the server was the bottleneck). */
   serverCpu: number;
+  /**
+   * Share of the run the target's event loop was busy. Below ≈95% the target was waiting, not working:
+   * its rate is bound by how long each request waits (an fsync, an upstream) times the connections.
+   */
+  loopBusy: number;
   /** Share of one core the fake upstreams the target called used meanwhile (NaN: the target calls none). */
   fakeCpu: number;
   /** Cores used by processes outside the benchmark meanwhile (noise from a shared machine). */
@@ -51,15 +56,16 @@ export function formatMeasurements(measurements: readonly Measurement[], ceiling
     fixed(m.p99Ms, 2),
     showRatio(m.requestsPerSecond / ceiling, '%'),
     `${fixed(m.serverCpu * 100, 0)}%`,
+    `${fixed(m.loopBusy * 100, 0)}%`,
     Number.isNaN(m.fakeCpu) ? '' : `${fixed(m.fakeCpu * 100, 0)}%`,
     fixed(m.otherCpu, 2),
     `${fixed(((Math.max(...m.rounds) - Math.min(...m.rounds)) / Math.max(...m.rounds)) * 100, 0)}%`,
     m.failures === 0 ? '0' : `${m.failures} of ${m.responses}`,
   ]);
   return table(
-    ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'of ceiling', 'server CPU', 'fake CPU', 'other CPU', 'spread', 'failures'],
+    ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'of ceiling', 'server CPU', 'loop busy', 'fake CPU', 'other CPU', 'spread', 'failures'],
     rows,
-    new Set([1, 2, 3, 4, 5, 6, 7, 8, 9]),
+    new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
   );
 }
 

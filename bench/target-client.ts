@@ -9,7 +9,8 @@ export interface RunningTarget {
   /** What a fake announced besides its URL (the fake IdP's issuer, the backend's MCP path). */
   details: Record<string, string>;
   /** CPU time the target process has used and when, to tell a saturated server from a saturated load generator. */
-  cpu(): Promise<{ cpuMicros: number; atMicros: number }>;
+  /** CPU time of the whole process, and the main thread's busy and idle time (event-loop utilization). */
+  cpu(): Promise<{ cpuMicros: number; atMicros: number; loopActiveMs: number; loopIdleMs: number }>;
   describe(refreshToken: string): Promise<RefreshTokenTemplate>;
   mint(template: RefreshTokenTemplate, clientId: string, count: number): Promise<string[]>;
   /** Every token the fake IdP issued (`fake-google` only). */
